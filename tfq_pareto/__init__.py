@@ -1,0 +1,51 @@
+"""tfq_pareto: Pareto-efficient quantized CNNs (Chin et al.) on tf_keras + tfmot.
+
+Public API::
+
+    qat = tfq_pareto.apply(model, conv_bits=1, dw_bits=4)
+    tfq_pareto.summary(qat, print_fn=print)
+"""
+
+from tfq_pareto._keras import keras
+from tfq_pareto.clipping import CLIPPING_CONSTANTS, clipping_constant, clipping_constants
+from tfq_pareto.configs import (
+    ConvQuantizeConfig,
+    DenseQuantizeConfig,
+    DepthwiseConvQuantizeConfig,
+)
+from tfq_pareto.keras3 import to_tf_keras
+from tfq_pareto.quantizers import PerFilterWeightQuantizer, quantize_weights
+from tfq_pareto.scheme import (
+    DualPrecisionQuantizeRegistry,
+    DualPrecisionScheme,
+    apply,
+    quantize_scope,
+)
+from tfq_pareto.saving import load_model, save_model
+from tfq_pareto.size import LayerSize, SizeSummary, layer_sizes, model_size, summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLIPPING_CONSTANTS",
+    "ConvQuantizeConfig",
+    "DenseQuantizeConfig",
+    "DepthwiseConvQuantizeConfig",
+    "DualPrecisionQuantizeRegistry",
+    "DualPrecisionScheme",
+    "LayerSize",
+    "PerFilterWeightQuantizer",
+    "SizeSummary",
+    "apply",
+    "clipping_constant",
+    "clipping_constants",
+    "keras",
+    "layer_sizes",
+    "load_model",
+    "model_size",
+    "quantize_scope",
+    "quantize_weights",
+    "save_model",
+    "summary",
+    "to_tf_keras",
+]

@@ -1,0 +1,75 @@
+"""The layer graph of a built Functional or Sequential tf_keras model."""
+
+from tfq_pareto._keras import keras, tf
+
+#: Layers that carry conv/dense filters (Eq. 6 counts their kernels).
+WEIGHTED_LAYERS = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Dense,
+)
+
+
+def unwrap(layer):
+    """The layer inside a tfmot ``QuantizeWrapper``/``QuantizeAnnotate``, else the layer."""
+    return getattr(layer, "layer", layer) if hasattr(layer, "quantize_config") else layer
+
+
+def is_weighted(layer):
+    return isinstance(unwrap(layer), WEIGHTED_LAYERS)
+
+
+def is_graph_model(model):
+    """True for a Functional or Sequential model whose layer graph is known."""
+    return isinstance(model, keras.Model) and getattr(model, "_is_graph_network", False)
+
+
+def layer_edges(model):
+    """``(parents, layers)``: ``parents[name]`` lists the names feeding layer ``name``.
+
+    ``layers`` lists the model's layers from the inputs to the outputs.
+    """
+    parents = {}
+    ordered = []
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
+        for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
+            layer = node.layer
+            if layer.name not in parents:
+                parents[layer.name] = []
+                ordered.append(layer)
+            for parent in tf.nest.flatten(node.inbound_layers):
+                if parent.name not in parents[layer.name]:
+                    parents[layer.name].append(parent.name)
+    return parents, ordered
+
+
+def first_and_last_layers(model):
+    """Names of the first and the last weighted layers of ``model``.
+
+    First: conv/dense layers that no other conv/dense layer precedes on any path
+    from an input (the layers the input reaches first). Last: conv/dense layers
+    that no other conv/dense layer follows on any path to an output.
+
+    Returns:
+      (first, last): two sets of layer names.
+    """
+    parents, ordered = layer_edges(model)
+    weighted = {layer.name for layer in ordered if is_weighted(layer)}
+    children = {name: [] for name in parents}
+    for name, ins in parents.items():
+        for parent in ins:
+            children.setdefault(parent, []).append(name)
+
+    # `ordered` runs from the inputs to the outputs: one pass each way.
+    before, after = {}, {}
+    for layer in ordered:
+        before[layer.name] = any(p in weighted or before.get(p, False) for p in parents[layer.name])
+    for layer in reversed(ordered):
+        after[layer.name] = any(c in weighted or after.get(c, False) for c in children[layer.name])
+    first = {n for n in weighted if not before[n]}
+    last = {n for n in weighted if not after[n]}
+    return first, last

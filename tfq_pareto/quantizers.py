@@ -1,0 +1,190 @@
+"""Per-filter weight quantizers of Sec. 3.1, with straight-through gradients.
+
+Every quantizer works on one *filter* at a time: the weights that produce one
+output channel.
+
+* Conv2D kernel ``(kh, kw, c_in, c_out)``: one scale per ``c_out``.
+* Dense kernel ``(c_in, units)``: one scale per unit.
+* DepthwiseConv2D kernel ``(kh, kw, c, depth_multiplier)``: one scale per
+  ``(c, m)`` pair, i.e. per output channel (a filter has only kh * kw weights).
+
+Formulas, for a filter W_i with m_i = mean|W_i|:
+
+* b = 1, Eq. (4): ``Q(W_i) = sign(W_i) * m_i`` with sign(0) = +1.
+* b = 2, Eq. (3): ternary: ``0`` where ``|W_ij| < 0.7 m_i``, else
+  ``sign(W_ij) * m_i``. With ``ternary_scale="twn"`` the non-zero value is the
+  mean of |W_ij| over the kept entries (TWN, Li et al. 2016) instead.
+* b in 3..8, Eq. (1): ``round(clamp(W_i, -a_i, a_i) / s_i) * s_i`` with
+  ``a_i = m_i / c_b`` (Appendix B, :mod:`tfq_pareto.clipping`) and
+  ``s_i = a_i / (2^(b-1) - 1)``: 2^b - 1 levels, symmetric, zero included.
+* Backward, Eq. (5): straight-through, dQ/dW = identity for every precision.
+
+All quantizers are scale invariant, so they are evaluated on ``W_i / max|W_i|``
+and scaled back: no overflow for huge weights, and an all-zero filter
+quantizes to zeros without dividing by zero.
+"""
+
+from tfq_pareto._keras import keras, tf, tfmot
+from tfq_pareto.clipping import CLIPPING_CONSTANTS, uniform_levels
+
+#: Weight precisions the package supports.
+SUPPORTED_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
+
+#: Ternary threshold as a fraction of mean|W_i|, Eq. (3).
+TERNARY_THRESHOLD = 0.7
+
+#: Allowed values of ``ternary_scale``.
+TERNARY_SCALES = ("mean_abs", "twn")
+
+
+def check_bits(name, value, allowed=SUPPORTED_BITS):
+    """Raises ValueError unless ``value`` is an int in ``allowed``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+        raise ValueError(
+            f"{name} must be an int in {min(allowed)}..{max(allowed)}; received {value!r}"
+        )
+    return value
+
+
+def filter_axes(rank, depthwise=False):
+    """Axes reduced to get one statistic per filter: all but the filter axes.
+
+    Conv2D/Dense kernels have their filters on the last axis; depthwise kernels
+    ``(kh, kw, c, m)`` on the last two.
+    """
+    return tuple(range(rank - 2)) if depthwise else tuple(range(rank - 1))
+
+
+def _normalise(w, axes):
+    """Returns (w / max|w|, max|w|) per filter, with max|w| = 1 for an all-zero filter."""
+    max_abs = tf.reduce_max(tf.abs(w), axis=axes, keepdims=True)
+    max_abs = tf.where(max_abs > 0, max_abs, tf.ones_like(max_abs))
+    return w / max_abs, max_abs
+
+
+def _binary(w, axes):
+    """Eq. (4) on a normalised tensor."""
+    mean_abs = tf.reduce_mean(tf.abs(w), axis=axes, keepdims=True)
+    return tf.where(w >= 0, mean_abs, -mean_abs)
+
+
+def _ternary(w, axes, ternary_scale):
+    """Eq. (3) on a normalised tensor."""
+    abs_w = tf.abs(w)
+    mean_abs = tf.reduce_mean(abs_w, axis=axes, keepdims=True)
+    keep = abs_w >= TERNARY_THRESHOLD * mean_abs
+    if ternary_scale == "twn":
+        kept = tf.cast(keep, w.dtype)
+        count = tf.reduce_sum(kept, axis=axes, keepdims=True)
+        scale = tf.reduce_sum(abs_w * kept, axis=axes, keepdims=True) / tf.maximum(count, 1.0)
+    else:
+        scale = mean_abs
+    signed = tf.where(w >= 0, scale, -scale)
+    return tf.where(keep, signed, tf.zeros_like(w))
+
+
+def _uniform(w, axes, num_bits):
+    """Eq. (1) on a normalised tensor, clip a_i = mean|W_i| / c_b (Appendix B)."""
+    mean_abs = tf.reduce_mean(tf.abs(w), axis=axes, keepdims=True)
+    clip = mean_abs / CLIPPING_CONSTANTS[num_bits]
+    step = clip / uniform_levels(num_bits)
+    safe_step = tf.where(step > 0, step, tf.ones_like(step))
+    return tf.round(tf.clip_by_value(w, -clip, clip) / safe_step) * step
+
+
+def quantize_weights(w, num_bits, *, depthwise=False, ternary_scale="mean_abs"):
+    """Quantizes a kernel per filter to ``num_bits``; the gradient passes straight through.
+
+    Args:
+      w: kernel tensor; conv ``(kh, kw, c_in, c_out)``, dense ``(c_in, units)``, or
+        depthwise ``(kh, kw, c, depth_multiplier)`` when ``depthwise`` is True.
+      num_bits: 1 (Eq. 4), 2 (Eq. 3) or 3..8 (Eq. 1).
+      depthwise: whether ``w`` is a depthwise kernel (filters on the last two axes).
+      ternary_scale: ``"mean_abs"`` (Eq. 3 as printed, the default, so that 1- and
+        2-bit filters share one scale rule) or ``"twn"``; used only at 2 bits.
+
+    Returns:
+      Q(w), same shape and dtype; d Q(w) / d w = identity (Eq. 5).
+    """
+    check_bits("num_bits", num_bits)
+    if ternary_scale not in TERNARY_SCALES:
+        raise ValueError(
+            f"ternary_scale must be one of {TERNARY_SCALES}; received {ternary_scale!r}"
+        )
+    axes = filter_axes(w.shape.rank, depthwise)
+
+    @tf.custom_gradient
+    def _quantize(x):
+        normalised, max_abs = _normalise(x, axes)
+        if num_bits == 1:
+            q = _binary(normalised, axes)
+        elif num_bits == 2:
+            q = _ternary(normalised, axes, ternary_scale)
+        else:
+            q = _uniform(normalised, axes, num_bits)
+
+        def straight_through(dy):
+            return dy
+
+        return q * max_abs, straight_through
+
+    return _quantize(tf.convert_to_tensor(w))
+
+
+@keras.utils.register_keras_serializable(package="tfq_pareto")
+class PerFilterWeightQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
+    """tfmot ``Quantizer`` applying :func:`quantize_weights` to a layer's kernel.
+
+    It holds no variables: the scales are recomputed from the float weights at
+    every call, as Sec. 3.1 prescribes.
+
+    Args:
+      num_bits: 1..8.
+      depthwise: True for depthwise kernels ``(kh, kw, c, depth_multiplier)``.
+      ternary_scale: ``"mean_abs"`` (default, Eq. 3) or ``"twn"``; 2 bits only.
+    """
+
+    def __init__(self, num_bits, depthwise=False, ternary_scale="mean_abs"):
+        self.num_bits = check_bits("num_bits", num_bits)
+        if ternary_scale not in TERNARY_SCALES:
+            raise ValueError(
+                f"ternary_scale must be one of {TERNARY_SCALES}; received {ternary_scale!r}"
+            )
+        self.depthwise = bool(depthwise)
+        self.ternary_scale = ternary_scale
+
+    def build(self, tensor_shape, name, layer):
+        return {}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return quantize_weights(
+            inputs, self.num_bits, depthwise=self.depthwise, ternary_scale=self.ternary_scale
+        )
+
+    def get_config(self):
+        return {
+            "num_bits": self.num_bits,
+            "depthwise": self.depthwise,
+            "ternary_scale": self.ternary_scale,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return isinstance(other, PerFilterWeightQuantizer) and self.get_config() == other.get_config()
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"PerFilterWeightQuantizer({args})"
+
+
+def activation_quantizer(num_bits):
+    """Moving-average asymmetric fake-quant of Jacob et al. 2018 (tfmot's), ``num_bits`` 2..8."""
+    return tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
+        num_bits=num_bits, per_axis=False, symmetric=False, narrow_range=False
+    )

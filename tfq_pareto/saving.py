@@ -1,0 +1,48 @@
+"""Saving and loading QAT models.
+
+Supported formats: HDF5 (``.h5``/``.hdf5``) and the TensorFlow SavedModel
+directory (any other path without an extension). The Keras v3 ``.keras`` zip
+format is not supported: tfmot's ``QuantizeLayer`` and wrappers track their
+variables in a way that format cannot restore, so loading fails ("expected 5
+variables, but received 3").
+"""
+
+import os
+
+from tfq_pareto._keras import keras
+from tfq_pareto.scheme import quantize_scope
+
+#: Extensions of the HDF5 format.
+H5_EXTENSIONS = (".h5", ".hdf5")
+
+_SUPPORTED = "'.h5' / '.hdf5' files or a SavedModel directory (a path without extension)"
+
+
+def _format_for(path):
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext in H5_EXTENSIONS:
+        return "h5"
+    if ext == "":
+        return "tf"
+    raise ValueError(
+        f"unsupported format {ext!r} for a quantization-aware model ({path!r}); "
+        f"supported: {_SUPPORTED}. The Keras v3 '.keras' format cannot restore tfmot's "
+        "quantizer variables."
+    )
+
+
+def save_model(model, path):
+    """Saves a QAT (or float) tf_keras model as HDF5 or SavedModel, chosen by ``path``.
+
+    Raises:
+      ValueError: for ``.keras`` or any other extension, before anything is written.
+    """
+    save_format = _format_for(path)
+    model.save(os.fspath(path), save_format=save_format)
+
+
+def load_model(path, compile=True):  # pylint: disable=redefined-builtin
+    """Loads a model saved by :func:`save_model` (or ``model.save``) inside :func:`quantize_scope`."""
+    _format_for(path)
+    with quantize_scope():
+        return keras.models.load_model(os.fspath(path), compile=compile)

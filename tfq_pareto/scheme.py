@@ -1,0 +1,336 @@
+"""DualPrecision: the QuantizeRegistry, the QuantizeScheme, ``apply`` and ``quantize_scope``.
+
+DualPrecision (Sec. 6): depthwise convs get ``dw_bits``, all other convs and
+dense layers ``conv_bits``, the first and the last conv/dense layer
+``first_last_bits``; activations ``act_bits``. The layout transforms are
+tfmot's n-bit ones (Conv+BN and Conv+BN+ReLU keep BN unfolded during training,
+the converter folds it; SeparableConv2D is split into a depthwise and a 1x1
+conv), so ``act_bits`` reaches the fake-quant ops that actually run: the
+ReLU/BN/Add outputs.
+"""
+
+import copy
+
+from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (  # noqa: E501
+    default_n_bit_quantize_configs as n_bit_configs,
+    default_n_bit_quantize_registry as n_bit_registry,
+    default_n_bit_transforms as n_bit_transforms,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
+    model_transformer,
+)
+
+from tfq_pareto import _graph, keras3
+from tfq_pareto._keras import keras, tfmot
+from tfq_pareto.configs import ACTIVATION_BITS, CONFIG_FOR_LAYER, CUSTOM_OBJECTS
+from tfq_pareto.quantizers import SUPPORTED_BITS, TERNARY_SCALES, check_bits
+
+#: Bits of the fake-quant right after the model input: images are 8-bit data.
+INPUT_BITS = 8
+
+#: Bits of the last layers' output (the logits), whatever act_bits is.
+OUTPUT_BITS = 8
+
+#: Layers quantized at their output only, beyond tfmot's n-bit registry.
+_EXTRA_OUTPUT_LAYERS = (
+    keras.layers.BatchNormalization,
+    keras.layers.Multiply,
+    keras.layers.Subtract,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+)
+
+#: Layers with depthwise kernels (separable convs are split into depthwise + 1x1).
+_DEPTHWISE_LAYERS = (
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+    keras.layers.SeparableConv1D,
+)
+
+#: Layers that the layout transforms rewrite into supported layers.
+_TRANSFORMED_LAYERS = (keras.layers.SeparableConv2D, keras.layers.SeparableConv1D)
+
+# tfmot's n-bit transforms, in the order tfmot applies them, after the input one.
+_N_BIT_TRANSFORMS = (
+    n_bit_transforms.SeparableConv1DQuantize,
+    n_bit_transforms.SeparableConvQuantize,
+    n_bit_transforms.Conv2DReshapeBatchNormReLUQuantize,
+    n_bit_transforms.Conv2DReshapeBatchNormActivationQuantize,
+    n_bit_transforms.Conv2DBatchNormReLUQuantize,
+    n_bit_transforms.Conv2DBatchNormActivationQuantize,
+    n_bit_transforms.Conv2DReshapeBatchNormQuantize,
+    n_bit_transforms.Conv2DBatchNormQuantize,
+    n_bit_transforms.ConcatTransform6Inputs,
+    n_bit_transforms.ConcatTransform5Inputs,
+    n_bit_transforms.ConcatTransform4Inputs,
+    n_bit_transforms.ConcatTransform3Inputs,
+    n_bit_transforms.ConcatTransform,
+    n_bit_transforms.LayerReLUQuantize,
+    n_bit_transforms.LayerReluActivationQuantize,
+    n_bit_transforms.DenseBatchNormQuantize,
+    n_bit_transforms.DenseBatchNormReLUQuantize,
+    n_bit_transforms.DenseBatchNormActivationQuantize,
+)
+
+
+def _check_optional_bits(name, value):
+    return None if value is None else check_bits(name, value)
+
+
+class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
+    """Per-layer configs: the precision of each conv/dense layer, tfmot's n-bit for the rest.
+
+    Args:
+      conv_bits: bits of standard convs and dense layers, 1..8.
+      dw_bits: bits of depthwise convs, 1..8, or None for models without them.
+      first_last_bits: bits of the layers named in ``first_last_layers``, or None
+        to treat them like the others.
+      act_bits: activation bits, 2..8.
+      first_last_layers: names of the first and last conv/dense layers.
+      last_layers: names of the last conv/dense layers; their output (the
+        logits) is quantized at 8 bits whatever ``act_bits`` is.
+      ternary_scale: 2-bit scale rule, see :func:`tfq_pareto.quantizers.quantize_weights`.
+    """
+
+    def __init__(
+        self,
+        conv_bits,
+        dw_bits=None,
+        first_last_bits=8,
+        act_bits=8,
+        first_last_layers=(),
+        ternary_scale="mean_abs",
+        last_layers=(),
+    ):
+        super().__init__(num_bits_weight=8, num_bits_activation=act_bits)
+        # tfmot's base class shares its _QuantizeInfo objects between instances
+        # (a class attribute mutated in __init__): keep copies of our own.
+        self._layer_quantize_map = {
+            cls: copy.copy(info) for cls, info in self._layer_quantize_map.items()
+        }
+        self.conv_bits = check_bits("conv_bits", conv_bits)
+        self.dw_bits = _check_optional_bits("dw_bits", dw_bits)
+        self.first_last_bits = _check_optional_bits("first_last_bits", first_last_bits)
+        self.act_bits = check_bits("act_bits", act_bits, ACTIVATION_BITS)
+        self.first_last_layers = frozenset(first_last_layers)
+        self.last_layers = frozenset(last_layers)
+        self.ternary_scale = ternary_scale
+
+    def layer_bits(self, layer):
+        """Weight bits for a Conv2D, DepthwiseConv2D or Dense layer."""
+        if self.first_last_bits is not None and layer.name in self.first_last_layers:
+            return self.first_last_bits
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            if self.dw_bits is None:
+                raise ValueError(
+                    f"layer {layer.name!r} is a DepthwiseConv2D but dw_bits is None; "
+                    f"give dw_bits, one of {SUPPORTED_BITS}"
+                )
+            return self.dw_bits
+        return self.conv_bits
+
+    def supports(self, layer):
+        cls = layer.__class__
+        return cls in CONFIG_FOR_LAYER or cls in _EXTRA_OUTPUT_LAYERS or super().supports(layer)
+
+    def get_quantize_config(self, layer):
+        cls = layer.__class__
+        if cls in CONFIG_FOR_LAYER:
+            act_bits = OUTPUT_BITS if layer.name in self.last_layers else self.act_bits
+            return CONFIG_FOR_LAYER[cls](
+                self.layer_bits(layer), act_bits=act_bits, ternary_scale=self.ternary_scale
+            )
+        if cls in _EXTRA_OUTPUT_LAYERS:
+            return n_bit_configs.DefaultNBitOutputQuantizeConfig(
+                num_bits_weight=8, num_bits_activation=self.act_bits
+            )
+        return super().get_quantize_config(layer)
+
+
+class _DualPrecisionLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
+    """tfmot's n-bit transforms at ``act_bits`` (input at 8 bits); then finds first/last layers."""
+
+    def __init__(self, scheme):
+        self._scheme = scheme
+
+    def apply(self, model, layer_quantize_map):
+        act_bits = self._scheme.act_bits
+        transforms = [
+            n_bit_transforms.InputLayerQuantize(num_bits_weight=8, num_bits_activation=INPUT_BITS)
+        ] + [t(num_bits_weight=8, num_bits_activation=act_bits) for t in _N_BIT_TRANSFORMS]
+        transformed, quantize_map = model_transformer.ModelTransformer(
+            model, transforms, set(layer_quantize_map.keys()), layer_quantize_map
+        ).transform()
+        first, last = _graph.first_and_last_layers(transformed)
+        self._scheme._first_layers = frozenset(first)  # pylint: disable=protected-access
+        self._scheme._last_layers = frozenset(last)  # pylint: disable=protected-access
+        return transformed, quantize_map
+
+
+@keras.utils.register_keras_serializable(package="tfq_pareto")
+class DualPrecisionScheme(tfmot.quantization.keras.QuantizeScheme):
+    """The paper's DualPrecision quantization scheme (Sec. 6), a tfmot ``QuantizeScheme``.
+
+    Use it with ``tfmot.quantization.keras.quantize_apply``, or call
+    :func:`apply`, which also checks the model first.
+
+    Args:
+      conv_bits: weight bits of every conv and dense layer that is not depthwise
+        and not first/last, 1..8.
+      dw_bits: weight bits of depthwise convs, 1..8; None for models that have none.
+      first_last_bits: weight bits of the first conv/dense layer the input reaches
+        and of the conv/dense layer producing the output, 1..8, or None to give
+        them ``conv_bits``/``dw_bits`` like the rest. Default 8, as in the paper.
+      act_bits: activation bits, 2..8 (4 for CIFAR, 8 for ImageNet in the paper).
+        The model input and the last layers' outputs (logits) are quantized at 8 bits.
+      ternary_scale: scale of 2-bit filters, ``"mean_abs"`` (Eq. 3) or ``"twn"``.
+    """
+
+    def __init__(self, conv_bits, dw_bits, first_last_bits=8, act_bits=8, ternary_scale="mean_abs"):
+        self.conv_bits = check_bits("conv_bits", conv_bits)
+        self.dw_bits = _check_optional_bits("dw_bits", dw_bits)
+        self.first_last_bits = _check_optional_bits("first_last_bits", first_last_bits)
+        self.act_bits = check_bits("act_bits", act_bits, ACTIVATION_BITS)
+        if ternary_scale not in TERNARY_SCALES:
+            raise ValueError(
+                f"ternary_scale must be one of {TERNARY_SCALES}; received {ternary_scale!r}"
+            )
+        self.ternary_scale = ternary_scale
+        # Filled by the layout transform, which sees the model first.
+        self._first_layers = frozenset()
+        self._last_layers = frozenset()
+
+    def get_layout_transformer(self):
+        return _DualPrecisionLayoutTransform(self)
+
+    def get_quantize_registry(self):
+        return DualPrecisionQuantizeRegistry(
+            self.conv_bits,
+            self.dw_bits,
+            self.first_last_bits,
+            self.act_bits,
+            first_last_layers=self._first_layers | self._last_layers,
+            ternary_scale=self.ternary_scale,
+            last_layers=self._last_layers,
+        )
+
+    def get_config(self):
+        return {
+            "conv_bits": self.conv_bits,
+            "dw_bits": self.dw_bits,
+            "first_last_bits": self.first_last_bits,
+            "act_bits": self.act_bits,
+            "ternary_scale": self.ternary_scale,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"DualPrecisionScheme({args})"
+
+
+def quantize_scope(*args):
+    """tfmot's ``quantize_scope`` plus every custom object of this package.
+
+    Load a saved QAT model inside it::
+
+        with tfq_pareto.quantize_scope():
+            model = tf_keras.models.load_model("model.h5")
+    """
+    objects = dict(CUSTOM_OBJECTS)
+    objects["DualPrecisionScheme"] = DualPrecisionScheme
+    return tfmot.quantization.keras.quantize_scope(*(args + (objects,)))
+
+
+def _check_model(model, registry):
+    """Raises a clear error for models and layers ``quantize_apply`` cannot handle."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"model must be a tf_keras Model (or a Keras 3 functional model); "
+            f"received {type(model).__name__}"
+        )
+    if not _graph.is_graph_model(model):
+        raise ValueError(
+            f"model {model.name!r} is a subclassed model ({type(model).__name__}); "
+            "tfq_pareto.apply needs a Functional or Sequential model: rebuild it with "
+            "the functional API (tf_keras.Input -> layers -> tf_keras.Model)"
+        )
+    nested = [l.name for l in model.layers if isinstance(l, keras.Model)]
+    if nested:
+        raise ValueError(
+            f"model {model.name!r} contains nested models {nested}; tfmot cannot quantize "
+            "a model inside a model: rebuild it flat, e.g. "
+            "tf_keras.Model(inner.input, head(inner.output)) instead of nesting `inner`"
+        )
+    unsupported = [
+        f"{l.name} ({type(l).__name__})"
+        for l in model.layers
+        if not isinstance(l, (keras.layers.InputLayer,) + _TRANSFORMED_LAYERS)
+        and not registry.supports(l)
+    ]
+    if unsupported:
+        raise ValueError(
+            f"model {model.name!r} has layers tfq_pareto cannot quantize: {unsupported}. "
+            "Replace them with built-in layers, or annotate them with "
+            "tfmot.quantization.keras.quantize_annotate_layer(layer, quantize_config) and "
+            "call tfmot.quantization.keras.quantize_apply(model, DualPrecisionScheme(...)) "
+            "inside tfq_pareto.quantize_scope()"
+        )
+
+
+def apply(model, conv_bits=1, dw_bits=4, first_last_bits=8, act_bits=8, *, scheme=None):
+    """Makes a float tf_keras CNN quantization-aware with per-filter low-bit weights.
+
+    Example::
+
+        qat = tfq_pareto.apply(model, conv_bits=1, dw_bits=4, act_bits=4)
+        qat.compile("sgd", "sparse_categorical_crossentropy", ["accuracy"])
+        qat.fit(x, y)
+
+    Args:
+      model: a built Functional or Sequential tf_keras model. A Keras 3
+        functional model is rebuilt as tf_keras first (same outputs).
+      conv_bits: weight bits of standard convs and dense layers, 1..8.
+      dw_bits: weight bits of depthwise convs, 1..8; ignored (may be None) when
+        the model has no depthwise convs.
+      first_last_bits: weight bits of the first and last conv/dense layer, 1..8,
+        or None for no exception. Default 8, as in the paper.
+      act_bits: activation bits, 2..8 (fake-quant ops support no fewer).
+      scheme: a tfmot ``QuantizeScheme`` to use instead of
+        ``DualPrecisionScheme(conv_bits, dw_bits, first_last_bits, act_bits)``.
+
+    Returns:
+      A new tf_keras QAT model (the input model is left untouched).
+
+    Raises:
+      ValueError: bad bit widths, subclassed or nested models, unsupported layers.
+    """
+    if scheme is None:
+        scheme = DualPrecisionScheme(conv_bits, dw_bits, first_last_bits, act_bits)
+    elif not isinstance(scheme, tfmot.quantization.keras.QuantizeScheme):
+        raise TypeError(
+            f"scheme must be a tfmot QuantizeScheme; received {type(scheme).__name__}"
+        )
+    if keras3.is_keras3_model(model):
+        model = keras3.to_tf_keras(model)
+    registry = scheme.get_quantize_registry()
+    _check_model(model, registry)
+    depthwise = [l.name for l in model.layers if isinstance(l, _DEPTHWISE_LAYERS)]
+    if depthwise and getattr(scheme, "dw_bits", 0) is None:
+        raise ValueError(
+            f"model {model.name!r} has depthwise convs ({depthwise[0]!r}, ...) but dw_bits "
+            f"is None; give dw_bits, one of {SUPPORTED_BITS}"
+        )
+    with quantize_scope():
+        annotated = tfmot.quantization.keras.quantize_annotate_model(model)
+        return tfmot.quantization.keras.quantize_apply(annotated, scheme)

@@ -1,0 +1,231 @@
+"""Model size, Eq. (6), and a per-layer size table.
+
+Eq. (6): size = sum over filters i of b(i) * C_in(i) * K_w(i) * K_h(i), in bits.
+A filter is the set of weights producing one output channel; its fan-in is
+d = C_in * K_w * K_h (dense: K = 1; depthwise: C_in = 1 per filter). Biases and
+BatchNormalization parameters are excluded, as in the paper.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from tfq_pareto import _graph
+from tfq_pareto._keras import keras
+from tfq_pareto.quantizers import check_bits
+
+#: Bits of a float32 weight.
+FLOAT_BITS = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSize:
+    """One kernel's contribution to Eq. (6)."""
+
+    name: str
+    type: str
+    filters: int
+    fan_in: int
+    bits: int
+
+    @property
+    def size_bits(self):
+        return self.filters * self.fan_in * self.bits
+
+    @property
+    def weights(self):
+        return self.filters * self.fan_in
+
+
+def _kernels(layer):
+    """(suffix, type, depthwise, kernel shape) for each filter-bearing kernel of ``layer``."""
+    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+        return [
+            ("/depthwise", "DepthwiseConv2D", True, layer.depthwise_kernel.shape),
+            ("/pointwise", "Conv2D", False, layer.pointwise_kernel.shape),
+        ]
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return [("", "DepthwiseConv2D", True, layer.depthwise_kernel.shape)]
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        # kernel (kh, kw, c_out, c_in): filters on axis -2.
+        shape = layer.kernel.shape
+        return [("", "Conv2DTranspose", False, shape[:-2] + (shape[-1], shape[-2]))]
+    return [("", type(layer).__name__, False, layer.kernel.shape)]
+
+
+def _filters_and_fan_in(shape, depthwise):
+    shape = [int(d) for d in shape]
+    if depthwise:  # (kh, kw, c, m): c*m filters of kh*kw weights.
+        return shape[-2] * shape[-1], int(np.prod(shape[:-2]))
+    return shape[-1], int(np.prod(shape[:-1]))
+
+
+def _quantized_bits(wrapper):
+    """Weight bits a tfmot QuantizeWrapper applies, or None when it leaves weights float."""
+    config = wrapper.quantize_config
+    if getattr(config, "num_bits", None) is not None:
+        return int(config.num_bits)
+    quantizers = [q for _, q in config.get_weights_and_quantizers(wrapper.layer)]
+    if not quantizers:
+        return None
+    bits = getattr(quantizers[0], "num_bits", None)
+    return int(bits) if bits is not None else None
+
+
+def layer_sizes(model, conv_bits=None, dw_bits=None, first_last_bits=8):
+    """Per-kernel Eq. (6) terms of ``model``.
+
+    Args:
+      model: a built tf_keras model: float, or QAT (made by :func:`tfq_pareto.apply`
+        or by tfmot), whose bits are then read from its quantize configs.
+      conv_bits: for a float model, the bits of standard convs and dense layers;
+        None counts every weight at 32 bits (the float model as it is).
+      dw_bits: for a float model, the bits of depthwise kernels; None: conv_bits.
+      first_last_bits: for a float model with ``conv_bits``, the bits of the first
+        and last conv/dense layers; None: no exception.
+
+    Returns:
+      A list of :class:`LayerSize`, in layer order.
+    """
+    quantized = any(hasattr(l, "quantize_config") for l in model.layers)
+    if quantized and conv_bits is not None:
+        raise ValueError(
+            f"model {model.name!r} is already quantization-aware: its bits are read from "
+            f"it; pass conv_bits=None (received {conv_bits!r})"
+        )
+    if conv_bits is not None:
+        check_bits("conv_bits", conv_bits)
+    if dw_bits is not None:
+        check_bits("dw_bits", dw_bits)
+    if first_last_bits is not None:
+        check_bits("first_last_bits", first_last_bits)
+    first_last = set()
+    if conv_bits is not None and first_last_bits is not None and _graph.is_graph_model(model):
+        first, last = _graph.first_and_last_layers(model)
+        first_last = first | last
+    rows = []
+    for wrapper in model.layers:
+        layer = _graph.unwrap(wrapper)
+        if not _graph.is_weighted(layer):
+            continue
+        if quantized:
+            bits = _quantized_bits(wrapper) if hasattr(wrapper, "quantize_config") else None
+            bits = FLOAT_BITS if bits is None else bits
+        for suffix, kind, depthwise, shape in _kernels(layer):
+            if quantized:
+                layer_bits = bits
+            elif conv_bits is None:
+                layer_bits = FLOAT_BITS
+            elif layer.name in first_last and first_last_bits is not None:
+                layer_bits = first_last_bits
+            elif depthwise and dw_bits is not None:
+                layer_bits = dw_bits
+            else:
+                layer_bits = conv_bits
+            filters, fan_in = _filters_and_fan_in(shape, depthwise)
+            rows.append(LayerSize(layer.name + suffix, kind, filters, fan_in, layer_bits))
+    return rows
+
+
+def model_size(model, conv_bits=None, dw_bits=None, first_last_bits=8):
+    """Model size in bits, Eq. (6): sum over filters of b * C_in * K_w * K_h.
+
+    Biases and BatchNormalization parameters are excluded, as in the paper.
+    Arguments as in :func:`layer_sizes`.
+
+    Returns:
+      The size in bits (int).
+    """
+    return sum(row.size_bits for row in layer_sizes(model, conv_bits, dw_bits, first_last_bits))
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeSummary:
+    """Per-layer Eq. (6) table with totals; ``str()`` renders it."""
+
+    model_name: str
+    layers: tuple
+
+    @property
+    def total_bits(self):
+        return sum(row.size_bits for row in self.layers)
+
+    @property
+    def total_kib(self):
+        return self.total_bits / 8 / 1024
+
+    @property
+    def weights(self):
+        return sum(row.weights for row in self.layers)
+
+    @property
+    def float32_bits(self):
+        return FLOAT_BITS * self.weights
+
+    @property
+    def int8_bits(self):
+        return 8 * self.weights
+
+    @property
+    def compression_ratio(self):
+        """float32 size / this size."""
+        return self.float32_bits / self.total_bits if self.total_bits else float("nan")
+
+    def as_dict(self):
+        """Plain data (for JSON): rows and totals."""
+        return {
+            "model": self.model_name,
+            "layers": [
+                {**dataclasses.asdict(r), "size_bits": r.size_bits} for r in self.layers
+            ],
+            "total_bits": self.total_bits,
+            "total_kib": self.total_kib,
+            "weights": self.weights,
+            "float32_bits": self.float32_bits,
+            "int8_bits": self.int8_bits,
+            "compression_ratio": self.compression_ratio,
+        }
+
+    def __str__(self):
+        total = self.total_bits or 1
+        header = ("layer", "type", "filters", "fan-in d", "bits", "size (bits)", "share")
+        body = [
+            (r.name, r.type, f"{r.filters:,}", f"{r.fan_in:,}", str(r.bits),
+             f"{r.size_bits:,}", f"{100 * r.size_bits / total:.1f}%")
+            for r in self.layers
+        ]
+        widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
+
+        def fmt(row):
+            return "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+            )
+
+        rule = "-" * len(fmt(header))
+        lines = [f"Model size, Eq. (6): {self.model_name}", rule, fmt(header), rule]
+        lines += [fmt(row) for row in body]
+        lines += [
+            rule,
+            f"Total: {self.total_bits:,} bits = {self.total_kib:,.2f} KiB "
+            f"({self.weights:,} weights)",
+            f"float32 equivalent: {self.float32_bits / 8 / 1024:,.2f} KiB; "
+            f"8-bit equivalent: {self.int8_bits / 8 / 1024:,.2f} KiB; "
+            f"compression vs float32: {self.compression_ratio:.2f}x",
+        ]
+        return "\n".join(lines)
+
+
+def summary(model, conv_bits=None, dw_bits=None, first_last_bits=8, print_fn=None):
+    """Per-layer Eq. (6) table in the spirit of larq's ``summary``.
+
+    Args:
+      model, conv_bits, dw_bits, first_last_bits: as in :func:`layer_sizes`.
+      print_fn: if given (e.g. ``print``), called with the rendered table.
+
+    Returns:
+      A :class:`SizeSummary`; ``str(result)`` is the table.
+    """
+    result = SizeSummary(model.name, tuple(layer_sizes(model, conv_bits, dw_bits, first_last_bits)))
+    if print_fn is not None:
+        print_fn(str(result))
+    return result
