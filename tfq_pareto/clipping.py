@@ -11,6 +11,8 @@ The constants in :data:`CLIPPING_CONSTANTS` are exactly what
 decimals; ``tests/test_clipping.py`` recomputes them.
 """
 
+import numbers
+
 import numpy as np
 
 #: Bits for which the uniform quantizer of Eq. (1) is used.
@@ -41,7 +43,11 @@ def uniform_levels(num_bits):
 
 
 def _check_uniform_bits(num_bits):
-    if isinstance(num_bits, bool) or num_bits not in UNIFORM_BITS:
+    if (
+        isinstance(num_bits, bool)
+        or not isinstance(num_bits, numbers.Integral)
+        or num_bits not in UNIFORM_BITS
+    ):
         raise ValueError(
             f"num_bits must be one of {UNIFORM_BITS} for the uniform quantizer; "
             f"received {num_bits!r}"

@@ -3,7 +3,8 @@
 One config class per supported weighted layer type. Each quantizes the layer's
 kernel per filter with :class:`~tfq_pareto.quantizers.PerFilterWeightQuantizer`
 at ``num_bits`` and the layer's ``activation`` attribute with tfmot's
-moving-average fake-quant at ``act_bits`` (when tfmot's Conv+BN transforms
+moving-average fake-quant at ``act_bits``, or not at all with ``act_bits=None``
+(a layer followed by a ReLU or a Concatenate that quantizes for it; when tfmot's Conv+BN transforms
 replaced that activation with a no-op, the BN or ReLU after it carries the
 activation quantizer instead). Biases stay float; the TFLite converter turns
 them into int32.
@@ -28,17 +29,19 @@ class _KernelQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
     def __init__(self, num_bits, act_bits=8, ternary_scale="mean_abs"):
         self.num_bits = check_bits("num_bits", num_bits)
-        self.act_bits = check_bits("act_bits", act_bits, ACTIVATION_BITS)
+        self.act_bits = None if act_bits is None else check_bits("act_bits", act_bits, ACTIVATION_BITS)
         self.ternary_scale = ternary_scale
         self.weight_quantizer = PerFilterWeightQuantizer(
             num_bits, depthwise=self._DEPTHWISE, ternary_scale=ternary_scale
         )
-        self.activation_quantizer = activation_quantizer(act_bits)
+        self.activation_quantizer = None if act_bits is None else activation_quantizer(act_bits)
 
     def get_weights_and_quantizers(self, layer):
         return [(getattr(layer, self._WEIGHT_ATTR), self.weight_quantizer)]
 
     def get_activations_and_quantizers(self, layer):
+        if self.activation_quantizer is None:
+            return []
         return [(layer.activation, self.activation_quantizer)]
 
     def set_quantize_weights(self, layer, quantize_weights):
@@ -50,6 +53,8 @@ class _KernelQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         setattr(layer, self._WEIGHT_ATTR, quantize_weights[0])
 
     def set_quantize_activations(self, layer, quantize_activations):
+        if self.activation_quantizer is None:
+            return
         if len(quantize_activations) != 1:
             raise ValueError(
                 f"{type(self).__name__} expects 1 quantized activation for layer "

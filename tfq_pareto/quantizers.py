@@ -24,6 +24,8 @@ and scaled back: no overflow for huge weights, and an all-zero filter
 quantizes to zeros without dividing by zero.
 """
 
+import numbers
+
 from tfq_pareto._keras import keras, tf, tfmot
 from tfq_pareto.clipping import CLIPPING_CONSTANTS, uniform_levels
 
@@ -39,11 +41,15 @@ TERNARY_SCALES = ("mean_abs", "twn")
 
 def check_bits(name, value, allowed=SUPPORTED_BITS):
     """Raises ValueError unless ``value`` is an int in ``allowed``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value not in allowed
+    ):
         raise ValueError(
             f"{name} must be an int in {min(allowed)}..{max(allowed)}; received {value!r}"
         )
-    return value
+    return int(value)
 
 
 def filter_axes(rank, depthwise=False):
@@ -122,11 +128,15 @@ def quantize_weights(w, num_bits, *, depthwise=False, ternary_scale="mean_abs"):
             q = _ternary(normalised, axes, ternary_scale)
         else:
             q = _uniform(normalised, axes, num_bits)
+        q = q * max_abs
+        if num_bits > 2:
+            # The top level a_i may exceed max|W_i|: keep it finite at float32's edge.
+            q = tf.clip_by_value(q, -q.dtype.max, q.dtype.max)
 
         def straight_through(dy):
             return dy
 
-        return q * max_abs, straight_through
+        return q, straight_through
 
     return _quantize(tf.convert_to_tensor(w))
 

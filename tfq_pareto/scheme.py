@@ -41,6 +41,9 @@ _EXTRA_OUTPUT_LAYERS = (
     keras.layers.Minimum,
 )
 
+#: tfmot configs its transforms put on a conv/dense layer to drop its output fake-quant.
+_TFMOT_CONFIGS = (n_bit_configs.NoOpQuantizeConfig, n_bit_registry.DefaultNBitQuantizeConfig)
+
 #: Layers with depthwise kernels (separable convs are split into depthwise + 1x1).
 _DEPTHWISE_LAYERS = (
     keras.layers.DepthwiseConv2D,
@@ -90,6 +93,8 @@ class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
       first_last_layers: names of the first and last conv/dense layers.
       last_layers: names of the last conv/dense layers; their output (the
         logits) is quantized at 8 bits whatever ``act_bits`` is.
+      no_activation_layers: names of conv/dense layers whose output a following
+        ReLU or Concatenate quantizes: their weights only are quantized.
       ternary_scale: 2-bit scale rule, see :func:`tfq_pareto.quantizers.quantize_weights`.
     """
 
@@ -102,6 +107,7 @@ class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
         first_last_layers=(),
         ternary_scale="mean_abs",
         last_layers=(),
+        no_activation_layers=(),
     ):
         super().__init__(num_bits_weight=8, num_bits_activation=act_bits)
         # tfmot's base class shares its _QuantizeInfo objects between instances
@@ -115,6 +121,7 @@ class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
         self.act_bits = check_bits("act_bits", act_bits, ACTIVATION_BITS)
         self.first_last_layers = frozenset(first_last_layers)
         self.last_layers = frozenset(last_layers)
+        self.no_activation_layers = frozenset(no_activation_layers)
         self.ternary_scale = ternary_scale
 
     def layer_bits(self, layer):
@@ -138,6 +145,8 @@ class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
         cls = layer.__class__
         if cls in CONFIG_FOR_LAYER:
             act_bits = OUTPUT_BITS if layer.name in self.last_layers else self.act_bits
+            if layer.name in self.no_activation_layers:
+                act_bits = None
             return CONFIG_FOR_LAYER[cls](
                 self.layer_bits(layer), act_bits=act_bits, ternary_scale=self.ternary_scale
             )
@@ -165,6 +174,18 @@ class _DualPrecisionLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTrans
         first, last = _graph.first_and_last_layers(transformed)
         self._scheme._first_layers = frozenset(first)  # pylint: disable=protected-access
         self._scheme._last_layers = frozenset(last)  # pylint: disable=protected-access
+        # tfmot's ReLU and Concatenate transforms give the conv/dense layer feeding
+        # them a NoOp (or a per-tensor n-bit) config to keep a fake-quant off its
+        # output; that would also leave its weights float. Ask our registry for the
+        # layer's config instead, without output fake-quant.
+        no_activation = set()
+        for layer in transformed.layers:
+            entry = quantize_map.get(layer.name)
+            config = entry.get("quantize_config") if entry else None
+            if type(layer) in CONFIG_FOR_LAYER and isinstance(config, _TFMOT_CONFIGS):
+                entry["quantize_config"] = None
+                no_activation.add(layer.name)
+        self._scheme._no_activation_layers = frozenset(no_activation)  # pylint: disable=protected-access
         return transformed, quantize_map
 
 
@@ -200,6 +221,7 @@ class DualPrecisionScheme(tfmot.quantization.keras.QuantizeScheme):
         # Filled by the layout transform, which sees the model first.
         self._first_layers = frozenset()
         self._last_layers = frozenset()
+        self._no_activation_layers = frozenset()
 
     def get_layout_transformer(self):
         return _DualPrecisionLayoutTransform(self)
@@ -213,6 +235,7 @@ class DualPrecisionScheme(tfmot.quantization.keras.QuantizeScheme):
             first_last_layers=self._first_layers | self._last_layers,
             ternary_scale=self.ternary_scale,
             last_layers=self._last_layers,
+            no_activation_layers=self._no_activation_layers,
         )
 
     def get_config(self):

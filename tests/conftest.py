@@ -1,0 +1,73 @@
+"""Shared fixtures: small seeded models with every layer type the scheme handles."""
+
+import numpy as np
+import pytest
+
+from tfq_pareto import keras
+from tfq_pareto._keras import tf
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: training or whole-model runs (CI runs them too)")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    np.random.seed(0)
+    tf.random.set_seed(0)
+    keras.utils.set_random_seed(0)
+
+
+def build_mobilenet_like(num_classes=10, input_shape=(16, 16, 3)):
+    """Stem conv -> inverted residual (1x1, depthwise, 1x1 + add) -> separable conv -> dense.
+
+    Layer names are fixed so tests can refer to them.
+    """
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    y = keras.layers.Conv2D(16, 1, use_bias=False, name="expand")(x)
+    y = keras.layers.BatchNormalization(name="expand_bn")(y)
+    y = keras.layers.ReLU(6.0, name="expand_relu")(y)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(y)
+    y = keras.layers.BatchNormalization(name="dw_bn")(y)
+    y = keras.layers.ReLU(6.0, name="dw_relu")(y)
+    y = keras.layers.Conv2D(8, 1, use_bias=False, name="project")(y)
+    y = keras.layers.BatchNormalization(name="project_bn")(y)
+    x = keras.layers.Add(name="add")([x, y])
+    x = keras.layers.SeparableConv2D(12, 3, strides=2, padding="same", name="sep")(x)
+    x = keras.layers.ReLU(name="sep_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(16, activation="relu", name="hidden")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="mobilenet_like")
+
+
+def build_plain_cnn(num_classes=10, input_shape=(8, 8, 1)):
+    """Conv -> BN -> ReLU -> conv -> BN -> ReLU -> flatten -> dense, no depthwise layers."""
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="conv2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.ReLU(name="relu2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="plain_cnn")
+
+
+@pytest.fixture
+def mobilenet_like():
+    return build_mobilenet_like()
+
+
+@pytest.fixture
+def plain_cnn():
+    return build_plain_cnn()
+
+
+@pytest.fixture
+def images16():
+    return np.random.default_rng(0).uniform(0, 1, size=(8, 16, 16, 3)).astype("float32")

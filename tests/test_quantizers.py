@@ -1,0 +1,176 @@
+"""Per-filter weight quantizers, Eqs. (1), (3), (4), (5)."""
+
+import numpy as np
+import pytest
+
+from tfq_pareto import PerFilterWeightQuantizer, quantize_weights
+from tfq_pareto._keras import tf
+from tfq_pareto.clipping import CLIPPING_CONSTANTS
+
+BITS = (1, 2, 3, 4, 8)
+
+# kernel shape, depthwise?, filter axes, number of filters
+KERNELS = {
+    "conv2d": ((3, 3, 6, 5), False),
+    "depthwise": ((3, 3, 6, 2), True),
+    "dense": ((20, 7), False),
+}
+
+
+def _filters(q, depthwise):
+    """Rows = filters: (n_filters, fan_in)."""
+    q = np.asarray(q)
+    if depthwise:
+        kh, kw, c, m = q.shape
+        return q.reshape(kh * kw, c * m).T
+    return q.reshape(-1, q.shape[-1]).T
+
+
+def _max_levels(bits):
+    return {1: 2, 2: 3}.get(bits, 2**bits - 1)
+
+
+@pytest.mark.parametrize("kind", sorted(KERNELS))
+@pytest.mark.parametrize("bits", BITS)
+def test_levels_per_filter(kind, bits):
+    shape, depthwise = KERNELS[kind]
+    w = np.random.default_rng(1).normal(0, 0.1, size=shape).astype("float32")
+    q = quantize_weights(tf.constant(w), bits, depthwise=depthwise).numpy()
+    assert q.shape == w.shape
+    for row in _filters(q, depthwise):
+        assert len(np.unique(row)) <= _max_levels(bits)
+    # Filters are quantized independently: scales differ between filters.
+    scales = [np.max(np.abs(row)) for row in _filters(q, depthwise)]
+    assert len(np.unique(np.round(scales, 7))) > 1
+
+
+def test_depthwise_is_per_channel_not_per_tensor():
+    # Channel 0 tiny, channel 1 large: a per-tensor scale would zero channel 0.
+    w = np.zeros((3, 3, 2, 1), "float32")
+    w[..., 0, 0] = np.linspace(-1e-3, 1e-3, 9).reshape(3, 3)
+    w[..., 1, 0] = np.linspace(-10, 10, 9).reshape(3, 3)
+    q = quantize_weights(tf.constant(w), 4, depthwise=True).numpy()
+    assert np.count_nonzero(q[..., 0, 0]) >= 6
+    np.testing.assert_allclose(np.abs(q[..., 0, 0]).max(), 1e-3, rtol=0.35)
+
+
+@pytest.mark.parametrize("kind", sorted(KERNELS))
+def test_binary_is_sign_times_mean_abs(kind):
+    shape, depthwise = KERNELS[kind]
+    w = np.random.default_rng(2).normal(0, 1, size=shape).astype("float32")
+    w.flat[0] = 0.0  # sign(0) = +1
+    q = quantize_weights(tf.constant(w), 1, depthwise=depthwise).numpy()
+    axes = (0, 1) if depthwise else tuple(range(w.ndim - 1))
+    expected = np.where(w >= 0, 1.0, -1.0) * np.mean(np.abs(w), axis=axes, keepdims=True)
+    np.testing.assert_allclose(q, expected, rtol=1e-5)
+    assert q.flat[0] > 0
+
+
+def test_binary_hand_made_filter():
+    w = tf.constant([[0.5], [-1.0], [0.0], [2.5]])  # dense: one filter of 4 weights
+    q = quantize_weights(w, 1).numpy().ravel()
+    np.testing.assert_allclose(q, [1.0, -1.0, 1.0, 1.0])
+
+
+def test_ternary_hand_made_filter():
+    # mean|W| = 1.0, threshold 0.7.
+    w = tf.constant([[0.69], [-0.7], [2.0], [-0.61], [1.0]])
+    q = quantize_weights(w, 2).numpy().ravel()
+    np.testing.assert_allclose(q, [0.0, -1.0, 1.0, 0.0, 1.0], rtol=1e-6)
+
+
+def test_ternary_twn_scale_is_mean_of_kept_entries():
+    w = tf.constant([[0.69], [-0.7], [2.0], [-0.61], [1.0]])
+    q = quantize_weights(w, 2, ternary_scale="twn").numpy().ravel()
+    kept = (0.7 + 2.0 + 1.0) / 3
+    np.testing.assert_allclose(q, [0.0, -kept, kept, 0.0, kept], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bits", (3, 4, 8))
+def test_uniform_matches_eq1(bits):
+    w = np.random.default_rng(3).normal(0, 0.2, size=(3, 3, 4, 6)).astype("float32")
+    q = quantize_weights(tf.constant(w), bits).numpy()
+    mean_abs = np.mean(np.abs(w), axis=(0, 1, 2), keepdims=True)
+    clip = mean_abs / CLIPPING_CONSTANTS[bits]
+    step = clip / (2 ** (bits - 1) - 1)
+    expected = np.round(np.clip(w, -clip, clip) / step) * step
+    np.testing.assert_allclose(q, expected, rtol=1e-5, atol=1e-7)
+    codes = q / step
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
+    assert np.abs(codes).max() <= 2 ** (bits - 1) - 1 + 1e-3
+
+
+@pytest.mark.parametrize("kind", sorted(KERNELS))
+@pytest.mark.parametrize("bits", BITS)
+def test_gradient_is_straight_through(kind, bits):
+    shape, depthwise = KERNELS[kind]
+    w = tf.Variable(np.random.default_rng(4).normal(0, 3, size=shape).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(quantize_weights(w, bits, depthwise=depthwise))
+    grad = tape.gradient(loss, w).numpy()
+    np.testing.assert_array_equal(grad, np.ones(shape, "float32"))
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize(
+    "w",
+    [
+        np.zeros((3, 3, 2, 4), "float32"),  # all-zero filters
+        np.full((1, 1, 1, 4), -2.0, "float32"),  # one element per filter
+        np.array([[3e38], [-3e38], [1e-38], [0.0]], "float32").reshape(1, 1, 4, 1),  # huge
+        np.array([1e30, -1e30, 5.0, 0.0], "float32").reshape(1, 1, 4, 1),
+    ],
+    ids=["zeros", "one-element", "float-max", "huge"],
+)
+def test_no_nan_or_inf(bits, w):
+    q = quantize_weights(tf.constant(w), bits).numpy()
+    assert np.all(np.isfinite(q))
+    if not np.any(w):
+        assert not np.any(q)
+    var = tf.Variable(w)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(quantize_weights(var, bits))
+    assert np.all(np.isfinite(tape.gradient(loss, var).numpy()))
+
+
+def test_one_element_filter():
+    w = np.array([[-2.0, 0.5, 3.0]], "float32")  # dense, 3 filters of 1 weight
+    for bits in (1, 2):  # sign * mean|W| is the weight itself
+        np.testing.assert_allclose(quantize_weights(tf.constant(w), bits).numpy(), w, rtol=1e-6)
+    for bits in (3, 4, 8):  # Eq. (1): the nearest level of the grid a_i * k / L
+        q = quantize_weights(tf.constant(w), bits).numpy()
+        clip = np.abs(w) / CLIPPING_CONSTANTS[bits]
+        step = clip / (2 ** (bits - 1) - 1)
+        np.testing.assert_allclose(q, np.round(w / step) * step, rtol=1e-5)
+        assert np.all(np.sign(q) == np.sign(w))
+
+
+@pytest.mark.parametrize("bad", (0, 9, -1, 1.5, 4.0, True, "4", None))
+def test_bad_bits_raise_with_the_value(bad):
+    with pytest.raises(ValueError, match=repr(bad).replace("(", r"\(").replace(".", r"\.")):
+        PerFilterWeightQuantizer(bad)
+    with pytest.raises(ValueError, match="num_bits"):
+        quantize_weights(tf.zeros((3, 3)), bad)
+
+
+def test_bad_ternary_scale():
+    with pytest.raises(ValueError, match="'median'"):
+        PerFilterWeightQuantizer(2, ternary_scale="median")
+
+
+def test_quantizer_config_round_trip_and_eq():
+    quantizer = PerFilterWeightQuantizer(2, depthwise=True, ternary_scale="twn")
+    clone = PerFilterWeightQuantizer.from_config(quantizer.get_config())
+    assert clone == quantizer
+    assert clone != PerFilterWeightQuantizer(2, depthwise=False, ternary_scale="twn")
+    assert clone != PerFilterWeightQuantizer(4, depthwise=True)
+    assert quantizer.build((3, 3, 1, 1), "w", None) == {}
+
+
+def test_quantizer_call_matches_function():
+    w = tf.constant(np.random.default_rng(5).normal(size=(3, 3, 4, 2)).astype("float32"))
+    quantizer = PerFilterWeightQuantizer(4, depthwise=True)
+    np.testing.assert_array_equal(
+        quantizer(w, training=True, weights={}).numpy(),
+        quantize_weights(w, 4, depthwise=True).numpy(),
+    )
