@@ -7,10 +7,6 @@ from tfq_pareto import keras
 from tfq_pareto._keras import tf
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: training or whole-model runs (CI runs them too)")
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     np.random.seed(0)

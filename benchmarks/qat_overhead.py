@@ -1,0 +1,125 @@
+"""QAT overhead: training-step time of float vs tfmot 8-bit QAT vs tfq_pareto.apply.
+
+Every configuration's model is built first; then the steps are interleaved
+(one step of each configuration per round) so that machine noise hits all of
+them alike. Reports, per configuration, the median step time and
+``ratio_to_float``: the median over rounds of (step time / float step time of
+the same round).
+
+    python benchmarks/qat_overhead.py            # ResNet-20, batch 128, 30 rounds
+    python benchmarks/qat_overhead.py --rounds 5 --out /tmp/q.json
+
+Writes ``benchmarks/results/qat_overhead.json``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import tfq_pareto
+from tfq_pareto import keras
+from tfq_pareto._keras import tf, tfmot
+from tfq_pareto.models import resnet_cifar
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(HERE, "results", "qat_overhead.json")
+
+
+def _configurations(width):
+    """name -> callable building a compiled-ready model."""
+
+    def base():
+        return resnet_cifar(depth=20, width_multiplier=width, num_classes=10)
+
+    return {
+        "float": base,
+        "tfmot_default_8bit": lambda: tfmot.quantization.keras.quantize_model(base()),
+        "apply_conv_bits_1": lambda: tfq_pareto.apply(base(), conv_bits=1, dw_bits=None),
+        "apply_conv_bits_4": lambda: tfq_pareto.apply(base(), conv_bits=4, dw_bits=None),
+    }
+
+
+def _compile(model, jit_compile):
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def run(rounds=30, warmup=3, batch_size=128, width=1.0, jit_compile=False, seed=0):
+    """Times interleaved training steps; returns the result dict."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, size=(batch_size, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=(batch_size,))
+    models = {
+        name: _compile(build(), jit_compile) for name, build in _configurations(width).items()
+    }
+    for model in models.values():
+        for _ in range(warmup):
+            model.train_on_batch(x, y)
+    times = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.train_on_batch(x, y)
+            times[name].append(time.perf_counter() - start)
+    records = []
+    for name, steps in times.items():
+        ratios = [t / f for t, f in zip(steps, times["float"])]
+        records.append(
+            {
+                "model": f"resnet20_cifar_w{width:.2f}",
+                "configuration": name,
+                "median_step_s": statistics.median(steps),
+                "ratio_to_float": statistics.median(ratios),
+                "ratio_p25": float(np.percentile(ratios, 25)),
+                "ratio_p75": float(np.percentile(ratios, 75)),
+            }
+        )
+    return {
+        "benchmark": "qat_overhead",
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "warmup": warmup,
+        "jit_compile": jit_compile,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "versions": {
+            "tensorflow": tf.__version__,
+            "tf_keras": keras.__version__,
+            "tfmot": tfmot.__version__,
+            "tfq_pareto": tfq_pareto.__version__,
+        },
+        "records": records,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved timed rounds")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--width", type=float, default=1.0, help="ResNet-20 width multiplier")
+    parser.add_argument("--jit-compile", action="store_true", help="compile train steps with XLA")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="result JSON path")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.batch_size < 1 or args.width <= 0:
+        parser.error("--rounds and --batch-size must be >= 1 and --width > 0")
+    result = run(args.rounds, args.warmup, args.batch_size, args.width, args.jit_compile)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    for r in result["records"]:
+        print(f"{r['configuration']:>20}: {r['median_step_s']:.3f} s/step, "
+              f"{r['ratio_to_float']:.2f}x float")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
