@@ -11,9 +11,9 @@ The constants in :data:`CLIPPING_CONSTANTS` are exactly what
 decimals; ``tests/test_clipping.py`` recomputes them.
 """
 
-import numbers
-
 import numpy as np
+
+from tfq_pareto._checks import check_bits
 
 #: Bits for which the uniform quantizer of Eq. (1) is used.
 UNIFORM_BITS = (3, 4, 5, 6, 7, 8)
@@ -43,15 +43,7 @@ def uniform_levels(num_bits):
 
 
 def _check_uniform_bits(num_bits):
-    if (
-        isinstance(num_bits, bool)
-        or not isinstance(num_bits, numbers.Integral)
-        or num_bits not in UNIFORM_BITS
-    ):
-        raise ValueError(
-            f"num_bits must be one of {UNIFORM_BITS} for the uniform quantizer; "
-            f"received {num_bits!r}"
-        )
+    return check_bits("num_bits", num_bits, UNIFORM_BITS)
 
 
 def uniform_quantize_numpy(w, clip, num_bits):

@@ -10,6 +10,7 @@ activation quantizer instead). Biases stay float; the TFLite converter turns
 them into int32.
 """
 
+from tfq_pareto._checks import ConfigMixin
 from tfq_pareto._keras import keras, tfmot
 from tfq_pareto.quantizers import (
     PerFilterWeightQuantizer,
@@ -21,7 +22,7 @@ from tfq_pareto.quantizers import (
 ACTIVATION_BITS = (2, 3, 4, 5, 6, 7, 8)
 
 
-class _KernelQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+class _KernelQuantizeConfig(ConfigMixin, tfmot.quantization.keras.QuantizeConfig):
     """Base: kernel attribute ``_WEIGHT_ATTR`` per filter, ``activation`` at act_bits."""
 
     _WEIGHT_ATTR = "kernel"
@@ -71,20 +72,6 @@ class _KernelQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             "act_bits": self.act_bits,
             "ternary_scale": self.ternary_scale,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __ne__(self, other):
-        return not self == other
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.utils.register_keras_serializable(package="tfq_pareto")

@@ -24,8 +24,7 @@ and scaled back: no overflow for huge weights, and an all-zero filter
 quantizes to zeros without dividing by zero.
 """
 
-import numbers
-
+from tfq_pareto import _checks
 from tfq_pareto._keras import keras, tf, tfmot
 from tfq_pareto.clipping import CLIPPING_CONSTANTS, uniform_levels
 
@@ -40,16 +39,8 @@ TERNARY_SCALES = ("mean_abs", "twn")
 
 
 def check_bits(name, value, allowed=SUPPORTED_BITS):
-    """Raises ValueError unless ``value`` is an int in ``allowed``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value not in allowed
-    ):
-        raise ValueError(
-            f"{name} must be an int in {min(allowed)}..{max(allowed)}; received {value!r}"
-        )
-    return int(value)
+    """Returns ``int(value)``; raises ValueError unless ``value`` is an int in ``allowed``."""
+    return _checks.check_bits(name, value, allowed)
 
 
 def filter_axes(rank, depthwise=False):
@@ -142,7 +133,7 @@ def quantize_weights(w, num_bits, *, depthwise=False, ternary_scale="mean_abs"):
 
 
 @keras.utils.register_keras_serializable(package="tfq_pareto")
-class PerFilterWeightQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
+class PerFilterWeightQuantizer(_checks.ConfigMixin, tfmot.quantization.keras.quantizers.Quantizer):
     """tfmot ``Quantizer`` applying :func:`quantize_weights` to a layer's kernel.
 
     It holds no variables: the scales are recomputed from the float weights at
@@ -177,20 +168,6 @@ class PerFilterWeightQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
             "depthwise": self.depthwise,
             "ternary_scale": self.ternary_scale,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return isinstance(other, PerFilterWeightQuantizer) and self.get_config() == other.get_config()
-
-    def __ne__(self, other):
-        return not self == other
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"PerFilterWeightQuantizer({args})"
 
 
 def activation_quantizer(num_bits):

@@ -21,6 +21,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.graph_transfor
 )
 
 from tfq_pareto import _graph, keras3
+from tfq_pareto._checks import ConfigMixin
 from tfq_pareto._keras import keras, tfmot
 from tfq_pareto.configs import ACTIVATION_BITS, CONFIG_FOR_LAYER, CUSTOM_OBJECTS
 from tfq_pareto.quantizers import SUPPORTED_BITS, TERNARY_SCALES, check_bits
@@ -190,7 +191,7 @@ class _DualPrecisionLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTrans
 
 
 @keras.utils.register_keras_serializable(package="tfq_pareto")
-class DualPrecisionScheme(tfmot.quantization.keras.QuantizeScheme):
+class DualPrecisionScheme(ConfigMixin, tfmot.quantization.keras.QuantizeScheme):
     """The paper's DualPrecision quantization scheme (Sec. 6), a tfmot ``QuantizeScheme``.
 
     Use it with ``tfmot.quantization.keras.quantize_apply``, or call
@@ -246,20 +247,6 @@ class DualPrecisionScheme(tfmot.quantization.keras.QuantizeScheme):
             "act_bits": self.act_bits,
             "ternary_scale": self.ternary_scale,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __ne__(self, other):
-        return not self == other
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"DualPrecisionScheme({args})"
 
 
 def quantize_scope(*args):
