@@ -6,6 +6,11 @@ them alike. Reports, per configuration, the median step time and
 ``ratio_to_float``: the median over rounds of (step time / float step time of
 the same round).
 
+Step time is the process's CPU time (all threads) per step. Wall-clock time is
+recorded too (``wall_*``), but on these machines a CPU quota throttles the
+process in ~0.1 s slices, which snaps wall-clock steps to a few values (e.g.
+0.21 s or 0.31 s for the same work) and hides differences of 10-20%.
+
     python benchmarks/qat_overhead.py            # ResNet-20, batch 128, 30 rounds
     python benchmarks/qat_overhead.py --rounds 5 --out /tmp/q.json
 
@@ -13,6 +18,7 @@ Writes ``benchmarks/results/qat_overhead.json``.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,18 +36,41 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "qat_overhead.json")
 
 
-def _configurations(width):
-    """name -> callable building a compiled-ready model."""
+@contextlib.contextmanager
+def _identity(quantizer_class):
+    """Profiling only: makes ``quantizer_class`` pass its input through while models trace."""
+    original = quantizer_class.__call__
+    quantizer_class.__call__ = lambda self, inputs, training, weights, **kwargs: inputs
+    try:
+        yield
+    finally:
+        quantizer_class.__call__ = original
+
+
+def _configurations(width, breakdown=False):
+    """name -> (callable building a model, context the model is traced in)."""
 
     def base():
         return resnet_cifar(depth=20, width_multiplier=width, num_classes=10)
 
-    return {
-        "float": base,
-        "tfmot_default_8bit": lambda: tfmot.quantization.keras.quantize_model(base()),
-        "apply_conv_bits_1": lambda: tfq_pareto.apply(base(), conv_bits=1, dw_bits=None),
-        "apply_conv_bits_4": lambda: tfq_pareto.apply(base(), conv_bits=4, dw_bits=None),
+    def one_bit():
+        return tfq_pareto.apply(base(), conv_bits=1, dw_bits=None)
+
+    plain = contextlib.nullcontext
+    configurations = {
+        "float": (base, plain),
+        "tfmot_default_8bit": (lambda: tfmot.quantization.keras.quantize_model(base()), plain),
+        "apply_conv_bits_1": (one_bit, plain),
+        "apply_conv_bits_4": (lambda: tfq_pareto.apply(base(), conv_bits=4, dw_bits=None), plain),
     }
+    if breakdown:
+        activation = tfmot.quantization.keras.quantizers.MovingAverageQuantizer
+        configurations["apply_conv_bits_1_weights_only"] = (one_bit, lambda: _identity(activation))
+        configurations["apply_conv_bits_1_activations_only"] = (
+            one_bit,
+            lambda: _identity(tfq_pareto.PerFilterWeightQuantizer),
+        )
+    return configurations
 
 
 def _compile(model, jit_compile):
@@ -53,34 +82,39 @@ def _compile(model, jit_compile):
     return model
 
 
-def run(rounds=30, warmup=3, batch_size=128, width=1.0, jit_compile=False, seed=0):
+def run(rounds=40, warmup=3, batch_size=128, width=1.0, jit_compile=False, breakdown=False, seed=0):
     """Times interleaved training steps; returns the result dict."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, size=(batch_size, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=(batch_size,))
-    models = {
-        name: _compile(build(), jit_compile) for name, build in _configurations(width).items()
-    }
-    for model in models.values():
-        for _ in range(warmup):
-            model.train_on_batch(x, y)
-    times = {name: [] for name in models}
+    models = {}
+    for name, (build, context) in _configurations(width, breakdown).items():
+        with context():  # the train step is traced during the warm-up steps
+            models[name] = _compile(build(), jit_compile)
+            for _ in range(max(1, warmup)):
+                models[name].train_on_batch(x, y)
+    cpu = {name: [] for name in models}
+    wall = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
-            start = time.perf_counter()
+            start_cpu, start_wall = time.process_time(), time.perf_counter()
             model.train_on_batch(x, y)
-            times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start_wall)
     records = []
-    for name, steps in times.items():
-        ratios = [t / f for t, f in zip(steps, times["float"])]
+    for name in models:
+        ratios = [t / f for t, f in zip(cpu[name], cpu["float"])]
+        wall_ratios = [t / f for t, f in zip(wall[name], wall["float"])]
         records.append(
             {
                 "model": f"resnet20_cifar_w{width:.2f}",
                 "configuration": name,
-                "median_step_s": statistics.median(steps),
+                "median_step_cpu_s": statistics.median(cpu[name]),
                 "ratio_to_float": statistics.median(ratios),
                 "ratio_p25": float(np.percentile(ratios, 25)),
                 "ratio_p75": float(np.percentile(ratios, 75)),
+                "median_step_wall_s": statistics.median(wall[name]),
+                "wall_ratio_to_float": statistics.median(wall_ratios),
             }
         )
     return {
@@ -89,6 +123,8 @@ def run(rounds=30, warmup=3, batch_size=128, width=1.0, jit_compile=False, seed=
         "rounds": rounds,
         "warmup": warmup,
         "jit_compile": jit_compile,
+        "breakdown": breakdown,
+        "step_time": "process CPU time (all threads); wall_* fields: wall clock",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "versions": {
             "tensorflow": tf.__version__,
@@ -102,22 +138,30 @@ def run(rounds=30, warmup=3, batch_size=128, width=1.0, jit_compile=False, seed=
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=30, help="interleaved timed rounds")
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved timed rounds")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--width", type=float, default=1.0, help="ResNet-20 width multiplier")
     parser.add_argument("--jit-compile", action="store_true", help="compile train steps with XLA")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time apply(conv_bits=1) with only its weight or only its activation "
+        "quantizers active (the other replaced by identity while tracing)",
+    )
     parser.add_argument("--out", default=DEFAULT_OUT, help="result JSON path")
     args = parser.parse_args()
     if args.rounds < 1 or args.batch_size < 1 or args.width <= 0:
         parser.error("--rounds and --batch-size must be >= 1 and --width > 0")
-    result = run(args.rounds, args.warmup, args.batch_size, args.width, args.jit_compile)
+    result = run(
+        args.rounds, args.warmup, args.batch_size, args.width, args.jit_compile, args.breakdown
+    )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     for r in result["records"]:
-        print(f"{r['configuration']:>20}: {r['median_step_s']:.3f} s/step, "
-              f"{r['ratio_to_float']:.2f}x float")
+        print(f"{r['configuration']:>20}: {r['median_step_cpu_s']:.3f} CPU s/step, "
+              f"{r['ratio_to_float']:.2f}x float (wall {r['wall_ratio_to_float']:.2f}x)")
     print(f"wrote {args.out}")
 
 
