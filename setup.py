@@ -28,4 +28,5 @@ setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
+    entry_points={"console_scripts": ["tfq-pareto=tfq_pareto.cli:main"]},
 )

@@ -19,3 +19,26 @@ def test_readme_quickstart_runs():
     assert namespace["tfq_pareto"].model_size(namespace["restored"]) == namespace[
         "tfq_pareto"
     ].model_size(namespace["qat"])
+
+
+@pytest.mark.slow
+def test_readme_every_python_snippet_runs():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+    assert len(blocks) >= 2
+    for block in blocks[1:]:
+        exec(compile(block, "README.md", "exec"), {})  # pylint: disable=exec-used
+
+
+@pytest.mark.slow
+def test_readme_shell_examples_of_the_cli_run():
+    import shlex
+    import subprocess
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        lines = [l for l in f.read().splitlines() if l.startswith("tfq-pareto ")]
+    assert lines
+    for line in lines:
+        result = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=600,
+                                check=False)
+        assert result.returncode == 0, (line, result.stderr[-2000:])

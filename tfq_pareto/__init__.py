@@ -4,6 +4,7 @@ Public API::
 
     qat = tfq_pareto.apply(model, conv_bits=1, dw_bits=4)
     tfq_pareto.summary(qat, print_fn=print)
+    width = tfq_pareto.width_for_size(builder, target_bits, conv_bits=1)
 """
 
 from tfq_pareto._keras import keras
@@ -23,6 +24,7 @@ from tfq_pareto.scheme import (
 )
 from tfq_pareto.saving import load_model, save_model
 from tfq_pareto.size import LayerSize, SizeSummary, layer_sizes, model_size, summary
+from tfq_pareto.width import align_widths, widen, width_for_size
 
 __version__ = "0.1.0"
 
@@ -36,6 +38,7 @@ __all__ = [
     "LayerSize",
     "PerFilterWeightQuantizer",
     "SizeSummary",
+    "align_widths",
     "apply",
     "clipping_constant",
     "clipping_constants",
@@ -48,4 +51,6 @@ __all__ = [
     "save_model",
     "summary",
     "to_tf_keras",
+    "widen",
+    "width_for_size",
 ]

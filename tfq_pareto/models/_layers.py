@@ -1,0 +1,63 @@
+"""Building blocks shared by the model families (tf_keras layers only)."""
+
+from tfq_pareto._keras import keras
+
+
+def check_builder_args(width_multiplier, num_classes):
+    """Raises ValueError for a non-positive width or a bad class count."""
+    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)) or not (
+        width_multiplier > 0
+    ):
+        raise ValueError(f"width_multiplier must be a number > 0; received {width_multiplier!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an int >= 1; received {num_classes!r}")
+
+
+def scaled(channels, width_multiplier):
+    """round(channels * width_multiplier), at least 1."""
+    return max(1, int(round(channels * width_multiplier)))
+
+
+def make_divisible(value, divisor=8):
+    """MobileNet's channel rounding: nearest multiple of ``divisor``, never below 90% of value."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def conv_bn(x, filters, kernel_size, strides, name, *, activation="relu", use_bias=False,
+            padding="same", bn_epsilon=1e-3, bn_momentum=0.99):
+    """Conv2D -> BatchNormalization -> optional ReLU/ReLU6."""
+    x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
+                            use_bias=use_bias, kernel_initializer="he_normal",
+                            name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(epsilon=bn_epsilon, momentum=bn_momentum,
+                                        name=f"{name}_bn")(x)
+    return activate(x, activation, name)
+
+
+def depthwise_bn(x, strides, name, *, activation="relu", padding="same", bn_epsilon=1e-3,
+                 bn_momentum=0.99):
+    """DepthwiseConv2D 3x3 -> BatchNormalization -> optional ReLU/ReLU6."""
+    x = keras.layers.DepthwiseConv2D(3, strides=strides, padding=padding, use_bias=False,
+                                     name=f"{name}_dw")(x)
+    x = keras.layers.BatchNormalization(epsilon=bn_epsilon, momentum=bn_momentum,
+                                        name=f"{name}_dw_bn")(x)
+    return activate(x, activation, f"{name}_dw")
+
+
+def activate(x, activation, name):
+    if activation == "relu":
+        return keras.layers.ReLU(name=f"{name}_relu")(x)
+    if activation == "relu6":
+        return keras.layers.ReLU(6.0, name=f"{name}_relu")(x)
+    if activation is None:
+        return x
+    raise ValueError(f"activation must be 'relu', 'relu6' or None; received {activation!r}")
+
+
+def classifier(x, num_classes, name="classifier"):
+    """Global average pooling -> Dense logits (no softmax: train with from_logits=True)."""
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.layers.Dense(num_classes, name=name)(x)
