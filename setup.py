@@ -9,6 +9,9 @@ INSTALL_REQUIRES = [
     "numpy",
     "absl-py",
     "scikit-learn",  # ships the 8x8 digits: the embedded, download-free dataset
+    "tensorflow-datasets",
+    "tensorboard",
+    "matplotlib",
 ]
 
 EXTRAS = {

@@ -70,3 +70,87 @@ def test_console_script_is_installed():
     result = subprocess.run([executable, "size", "--help"], capture_output=True, text=True,
                             timeout=300, check=False)
     assert result.returncode == 0 and "--target-kib" in result.stdout
+
+
+TRAIN = ["train", "--model", "resnet_cifar", "--depth", "20", "--width", "0.25", "--conv-bits",
+         "1", "--act-bits", "4", "--epochs", "1", "--batch-size", "256", "--quiet"]
+
+
+@pytest.mark.slow
+def test_train_writes_model_record_and_history_and_resumes(tmp_path):
+    import json
+    import os
+
+    out = str(tmp_path / "run")
+    status, text = _run(TRAIN + ["--out", out])
+    assert status == 0 and "test accuracy" in text
+    for name in ("record.json", "model.h5", "history.csv"):
+        assert os.path.exists(os.path.join(out, name)), name
+    with open(os.path.join(out, "record.json"), encoding="utf-8") as f:
+        record = json.load(f)
+    assert record["config"]["conv_bits"] == 1 and record["config"]["act_bits"] == 4
+    assert record["recipe"]["epochs"] == 1 and record["recipe"]["learning_rate"] == 0.05
+    assert record["size_bits"] > 0 and record["params"] > 0 and 0 <= record["accuracy"] <= 1
+    assert record["train_seconds"] > 0
+    # A finished run is not retrained: the same record comes back.
+    status, again = _run(TRAIN + ["--out", out])
+    assert status == 0 and again == text
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--dw-bits", "4"], "has no depthwise convs"),
+        (["--dataset", "cifar100", "--data-dir", "EMPTY"], "not prepared in data_dir"),
+        (["--dataset", "npz:/nonexistent.npz"], "does not exist"),
+    ],
+)
+def test_train_errors_come_before_training(tmp_path, capsys, extra, message):
+    import os
+
+    out = str(tmp_path / "run")
+    extra = [str(tmp_path) if e == "EMPTY" else e for e in extra]
+    status, _ = _run(TRAIN + ["--out", out] + extra)
+    assert status == 2 and message in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model", "resnet18"], "invalid choice: 'resnet18'"),
+        (["--conv-bits", "0"], "received '0'"),
+        (["--act-bits", "1"], "activation bits must be in 2..8"),
+        (["--epochs", "-2"], "expected an int >= 1; received '-2'"),
+        (["--strategy", "tpu"], "invalid choice: 'tpu'"),
+    ],
+)
+def test_train_bad_flags(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(TRAIN + ["--out", "unused"] + argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_tiny_runs_end_to_end(tmp_path):
+    import json
+    import os
+
+    out = str(tmp_path / "demo")
+    status, text = _run(["demo", "--tiny", "--quiet", "--out", out])
+    assert status == 0
+    assert "[1/2] training 8-bit" in text and "[2/2] training 1-bit" in text
+    assert "8-bit, width 1" in text and "1-bit DualPrecision, equal size" in text
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        results = json.load(f)
+    eight, one = results["records"]
+    assert eight["config"]["conv_bits"] == 8 and one["config"]["conv_bits"] == 1
+    assert one["config"]["width"] > 2 * eight["config"]["width"]
+    assert abs(one["size_bits"] - eight["size_bits"]) <= 0.02 * eight["size_bits"]
+    assert os.path.getsize(os.path.join(out, "accuracy_vs_size.png")) > 1000
+
+
+def test_demo_bad_epochs(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--epochs", "0"])
+    assert "received '0'" in capsys.readouterr().err

@@ -9,12 +9,30 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.slow
-def test_quickstart_tiny():
+def _run(script, *args):
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--tiny"],
-        capture_output=True, text=True, timeout=600, check=False,
+        [sys.executable, os.path.join(ROOT, "examples", script), "--tiny", *args],
+        capture_output=True, text=True, timeout=900, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Model size, Eq. (6)" in result.stdout
-    assert "1-bit convs, 4-bit acts" in result.stdout and "test acc" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_quickstart_tiny():
+    out = _run("quickstart.py")
+    assert "Model size, Eq. (6)" in out
+    assert "1-bit convs, 4-bit acts" in out and "test acc" in out
+
+
+@pytest.mark.slow
+def test_cifar100_pareto_tiny(tmp_path):
+    out = _run("cifar100_pareto.py", "--out", str(tmp_path))
+    assert "bits   width  size KiB  accuracy" in out
+    assert (tmp_path / "points.json").exists() and (tmp_path / "pareto.png").exists()
+
+
+@pytest.mark.slow
+def test_imagenet_dualprecision_tiny(tmp_path):
+    out = _run("imagenet_dualprecision.py", "--out", str(tmp_path))
+    assert "8-bit" in out and "DualPrecision 4/8" in out and "top-1" in out

@@ -7,6 +7,7 @@ Public API::
     width = tfq_pareto.width_for_size(builder, target_bits, conv_bits=1)
 """
 
+from tfq_pareto import data, experiment, models, training
 from tfq_pareto._keras import keras
 from tfq_pareto.clipping import CLIPPING_CONSTANTS, clipping_constant, clipping_constants
 from tfq_pareto.configs import (
@@ -42,15 +43,19 @@ __all__ = [
     "apply",
     "clipping_constant",
     "clipping_constants",
+    "data",
+    "experiment",
     "keras",
     "layer_sizes",
     "load_model",
     "model_size",
+    "models",
     "quantize_scope",
     "quantize_weights",
     "save_model",
     "summary",
     "to_tf_keras",
+    "training",
     "widen",
     "width_for_size",
 ]

@@ -38,7 +38,9 @@ BOTTLENECKS = (
 #: so a 32x32 image is down-sampled twice in total (to 8x8), as Appendix C asks.
 CIFAR_STRIDES = (1, 1, 2, 2, 1, 1, 1)
 
-_BN = {"bn_epsilon": 1e-3, "bn_momentum": 0.999}
+#: BN settings of tf_keras.applications.MobileNetV2 (ImageNet) and of the CIFAR models.
+_BN_IMAGENET = {"bn_epsilon": 1e-3, "bn_momentum": 0.999}
+_BN_CIFAR = {"bn_epsilon": 1e-3, "bn_momentum": 0.9}
 
 
 def _correct_pad(x):
@@ -50,18 +52,19 @@ def _correct_pad(x):
     return (pad(x.shape[1]), pad(x.shape[2]))
 
 
-def _inverted_residual(x, expansion, filters, strides, name):
+def _inverted_residual(x, expansion, filters, strides, name, bn):
     in_channels = x.shape[-1]
     y = x
     if expansion != 1:
-        y = conv_bn(y, expansion * in_channels, 1, 1, f"{name}_expand", activation="relu6", **_BN)
+        y = conv_bn(y, expansion * in_channels, 1, 1, f"{name}_expand", activation="relu6", **bn)
     if strides == 2:
         y = keras.layers.ZeroPadding2D(_correct_pad(y), name=f"{name}_pad")(y)
     y = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same" if strides == 1 else "valid",
                                      use_bias=False, name=f"{name}_dw")(y)
-    y = keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name=f"{name}_dw_bn")(y)
+    y = keras.layers.BatchNormalization(epsilon=bn["bn_epsilon"], momentum=bn["bn_momentum"],
+                                        name=f"{name}_dw_bn")(y)
     y = activate(y, "relu6", f"{name}_dw")
-    y = conv_bn(y, filters, 1, 1, f"{name}_project", activation=None, **_BN)
+    y = conv_bn(y, filters, 1, 1, f"{name}_project", activation=None, **bn)
     if strides == 1 and in_channels == filters:
         y = keras.layers.Add(name=f"{name}_add")([x, y])
     return y
@@ -69,18 +72,19 @@ def _inverted_residual(x, expansion, filters, strides, name):
 
 def _mobilenet_v2(width_multiplier, num_classes, keep_first_last, input_shape, stem_strides,
                   strides, name, softmax):
+    bn = _BN_IMAGENET if softmax else _BN_CIFAR
     check_builder_args(width_multiplier, num_classes)
     inputs = keras.Input(input_shape)
     stem = 32 if keep_first_last else make_divisible(32 * width_multiplier)
-    x = conv_bn(inputs, stem, 3, stem_strides, "stem", activation="relu6", **_BN)
+    x = conv_bn(inputs, stem, 3, stem_strides, "stem", activation="relu6", **bn)
     block = 0
     for (expansion, channels, repeats, _), stage_stride in zip(BOTTLENECKS, strides):
         filters = make_divisible(channels * width_multiplier)
         for i in range(repeats):
             x = _inverted_residual(x, expansion, filters, stage_stride if i == 0 else 1,
-                                   f"block{block}")
+                                   f"block{block}", bn)
             block += 1
-    x = conv_bn(x, make_divisible(1280 * width_multiplier), 1, 1, "head", activation="relu6", **_BN)
+    x = conv_bn(x, make_divisible(1280 * width_multiplier), 1, 1, "head", activation="relu6", **bn)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax" if softmax else None,
                                  name="classifier")(x)

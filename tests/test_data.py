@@ -1,0 +1,136 @@
+"""Dataset sources and the input pipeline."""
+
+import numpy as np
+import pytest
+
+from tfq_pareto import data
+
+
+def _first(dataset):
+    return next(iter(dataset))
+
+
+def test_digits_source():
+    train, test, info = data.load("digits", image_size=16)
+    x, y = _first(train)
+    assert x.dtype.name == "uint8" and tuple(x.shape) == (16, 16, 1)
+    assert info.num_classes == 10 and info.image_shape == (16, 16, 1)
+    labels = np.array([int(y) for _, y in train])
+    assert len(labels) == info.num_train and set(labels) == set(range(10))
+    assert info.num_train + info.num_test == 1797
+    assert len(list(test)) == info.num_test
+
+
+def _write_npz(path, n, shape=(8, 8, 3), classes=4, dtype="uint8"):
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.integers(0, 256, size=(n,) + shape).astype(dtype),
+             y=rng.integers(0, classes, size=n))
+
+
+def test_npz_source_with_and_without_test_file(tmp_path):
+    train_path, test_path = tmp_path / "train.npz", tmp_path / "test.npz"
+    _write_npz(train_path, 50)
+    _write_npz(test_path, 20)
+    train, test, info = data.load(f"npz:{train_path},{test_path}")
+    assert (info.num_train, info.num_test, info.image_shape) == (50, 20, (8, 8, 3))
+    x, y = _first(train)
+    assert x.dtype.name == "uint8" and y.dtype.name == "int64" and 0 <= int(y) < info.num_classes
+    _, _, split_info = data.load(f"npz:{train_path}", test_fraction=0.2)
+    assert (split_info.num_train, split_info.num_test) == (40, 10)
+
+
+def test_npz_grayscale_gets_a_channel(tmp_path):
+    path = tmp_path / "mnist_like.npz"
+    _write_npz(path, 10, shape=(28, 28), classes=10)
+    _, _, info = data.load(f"npz:{path}")
+    assert info.image_shape == (28, 28, 1)
+
+
+@pytest.mark.parametrize(
+    "setup,match",
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: np.savez(p, images=np.zeros((2, 4, 4), "uint8")), "lacks arrays"),
+        (lambda p: np.savez(p, x=np.zeros((2, 4, 4), "float32"), y=np.zeros(2)), "must be uint8"),
+        (lambda p: np.savez(p, x=np.zeros((2, 4, 4), "uint8"), y=np.zeros(3)), "2 images but 3 labels"),
+    ],
+)
+def test_npz_errors(tmp_path, setup, match):
+    path = tmp_path / "bad.npz"
+    setup(path)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        data.load(f"npz:{path}")
+
+
+def test_real_shared_cifar_npz_if_present():
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10_test.npz")
+    if not os.path.exists(path):
+        pytest.skip("../shared/data is not on this machine")
+    train, _, info = data.load(f"npz:{path}", test_fraction=0.1)
+    assert info.image_shape == (32, 32, 3) and info.num_classes == 10
+    assert abs(info.mean[0] - 126.0) < 2.0
+
+
+def test_missing_tfds_data_fails_fast(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not prepared in data_dir.*npz:PATH"):
+        data.load("cifar100", data_dir=str(tmp_path))
+
+
+def test_tfds_source_through_a_mocked_builder(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    with tfds.testing.mock_data(num_examples=6, data_dir=str(tmp_path)):
+        train, test, info = data.load("cifar10", data_dir=str(tmp_path))
+        x, y = _first(train)
+        assert tuple(x.shape) == (32, 32, 3) and x.dtype.name == "uint8"
+        assert 0 <= int(y) < 10 and info.num_classes == 10 and info.augmentation == "crop_flip"
+        batch_x, batch_y = _first(data.pipeline(train, info, training=True, batch_size=4))
+        assert tuple(batch_x.shape) == (4, 32, 32, 3) and batch_x.dtype.name == "float32"
+
+
+@pytest.mark.parametrize("bad", ["cifar1000", "npz:", 3])
+def test_unknown_dataset(bad):
+    with pytest.raises(ValueError, match="dataset must be"):
+        data.load(bad)
+
+
+def test_pipeline_normalises_batches_and_augments():
+    train, test, info = data.load("digits")
+    batches = data.pipeline(train, info, training=True, batch_size=32, seed=1)
+    x, y = _first(batches)
+    assert tuple(x.shape) == (32, 16, 16, 1) and x.dtype.name == "float32"
+    full = np.concatenate([b.numpy() for b, _ in data.pipeline(test, info, training=False, batch_size=64)])
+    assert abs(full.mean()) < 0.2 and 0.7 < full.std() < 1.3
+    # Evaluation is deterministic; training crops differ between passes.
+    a = _first(data.pipeline(test, info, training=False, batch_size=8))[0].numpy()
+    b = _first(data.pipeline(test, info, training=False, batch_size=8))[0].numpy()
+    np.testing.assert_array_equal(a, b)
+    one_hot = _first(data.pipeline(test, info, training=False, batch_size=8, one_hot=True))[1]
+    assert tuple(one_hot.shape) == (8, 10)
+
+
+def test_crop_flip_and_imagenet_augmentations():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(4, 40, 48, 3)).astype("uint8")
+    info = data.DatasetInfo("toy", 3, (32, 32, 3), 4, 4, (127.0,) * 3, (64.0,) * 3, "imagenet")
+    import tensorflow as tf
+
+    raw = tf.data.Dataset.from_tensor_slices((images, np.arange(4) % 3))
+    x, _ = _first(data.pipeline(raw, info, training=True, batch_size=4, image_size=32))
+    assert tuple(x.shape) == (4, 32, 32, 3)
+    x, _ = _first(data.pipeline(raw, info, training=False, batch_size=4, image_size=32))
+    assert tuple(x.shape) == (4, 32, 32, 3)
+    cifar_info = data.DatasetInfo("toy", 3, (40, 48, 3), 4, 4, (127.0,) * 3, (64.0,) * 3, "crop_flip")
+    x, _ = _first(data.pipeline(raw, cifar_info, training=True, batch_size=4))
+    assert tuple(x.shape) == (4, 40, 48, 3)
+
+
+@pytest.mark.parametrize("kwargs,match", [({"batch_size": 0}, "batch_size"),
+                                          ({"augmentation": "mixup"}, "augmentation")])
+def test_pipeline_bad_arguments(kwargs, match):
+    train, _, info = data.load("digits")
+    with pytest.raises(ValueError, match=match):
+        data.pipeline(train, info, training=True, **kwargs)

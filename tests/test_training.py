@@ -1,0 +1,147 @@
+"""The Appendix A recipe: schedule, weight decay, label smoothing, resuming."""
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+import pytest
+
+import tfq_pareto
+from tfq_pareto import keras, training
+from tfq_pareto._keras import tf
+
+from conftest import build_plain_cnn
+
+
+def test_presets_match_appendix_a():
+    assert (training.CIFAR.learning_rate, training.CIFAR.batch_size, training.CIFAR.weight_decay,
+            training.CIFAR.warmup_epochs, training.CIFAR.momentum, training.CIFAR.nesterov) == (
+        0.05, 128, 5e-4, 5, 0.9, True)
+    r, m = training.IMAGENET_RESNET, training.IMAGENET_MOBILENET
+    assert (r.batch_size, r.weight_decay, r.label_smoothing, r.epochs, m.epochs) == (
+        256, 4e-5, 0.1, 90, 120)
+
+
+def test_schedule_values_at_epoch_0_5_and_end():
+    steps_per_epoch, epochs = 10, 50
+    schedule = training.WarmupCosine(0.05, 5 * steps_per_epoch, epochs * steps_per_epoch)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(25)) == pytest.approx(0.025)  # halfway through the warm-up
+    assert float(schedule(5 * steps_per_epoch)) == pytest.approx(0.05)  # epoch 5: the peak
+    middle = (5 + 45 / 2) * steps_per_epoch
+    assert float(schedule(middle)) == pytest.approx(0.025, rel=1e-5)  # cosine halfway
+    assert float(schedule(epochs * steps_per_epoch)) == pytest.approx(0.0, abs=1e-9)
+    step = 30 * steps_per_epoch
+    expected = 0.5 * 0.05 * (1 + math.cos(math.pi * (step - 50) / 450))
+    assert float(schedule(step)) == pytest.approx(expected, rel=1e-5)
+    assert training.WarmupCosine.from_config(schedule.get_config()).get_config() == schedule.get_config()
+
+
+def test_optimizer_uses_the_schedule_and_nesterov():
+    optimizer = training.make_optimizer(training.CIFAR, steps_per_epoch=10)
+    assert optimizer.nesterov and optimizer.momentum == 0.9
+    assert isinstance(optimizer._learning_rate, training.WarmupCosine)  # pylint: disable=protected-access
+
+
+def _kernel_and_bias_after_one_step(weight_decay):
+    keras.utils.set_random_seed(0)
+    model = tfq_pareto.apply(build_plain_cnn(), conv_bits=1)
+    recipe = training.Recipe(epochs=1, warmup_epochs=0, learning_rate=0.5,
+                             weight_decay=weight_decay, momentum=0.0, nesterov=False)
+    training.compile_model(model, recipe, steps_per_epoch=1)
+    # Zero inputs: the data gradient of conv1's kernel is 0, only decay moves it.
+    model.train_on_batch(np.zeros((4, 8, 8, 1), "float32"), np.zeros(4, "int64"))
+    weights = {w.name: w.numpy() for w in model.weights}
+    kernel = [v for k, v in weights.items() if "conv1" in k and "kernel" in k][0]
+    bias = [v for k, v in weights.items() if "logits" in k and "bias" in k][0]
+    return kernel, bias
+
+
+def test_weight_decay_shrinks_kernels_only():
+    kernel0, _ = _kernel_and_bias_after_one_step(0.0)
+    kernel1, _ = _kernel_and_bias_after_one_step(0.1)
+    # One SGD step of decoupled decay: W <- W - lr * wd * W = 0.95 W.
+    np.testing.assert_allclose(kernel1, 0.95 * kernel0, rtol=1e-4, atol=1e-7)
+    optimizer = training.make_optimizer(training.CIFAR, 1)
+    bias = tf.Variable([1.0], name="dense/bias")
+    kernel = tf.Variable([1.0], name="conv/kernel")
+    assert not optimizer._use_weight_decay(bias)  # pylint: disable=protected-access
+    assert optimizer._use_weight_decay(kernel)  # pylint: disable=protected-access
+
+
+def test_label_smoothing_is_applied_when_asked():
+    logits = tf.constant([[10.0, 0.0, 0.0]])
+    plain = training.make_loss(0.0)(tf.constant([0]), logits)
+    smooth = training.make_loss(0.1)(tf.one_hot([0], 3), logits)
+    assert float(smooth) > float(plain) + 0.5  # smoothing penalises a confident logit
+    assert isinstance(training.make_loss(0.1), keras.losses.CategoricalCrossentropy)
+    assert training.make_loss(0.1).get_config()["label_smoothing"] == pytest.approx(0.1)
+
+
+def test_outputs_logits_detects_softmax():
+    assert training.outputs_logits(build_plain_cnn())
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    assert not training.outputs_logits(model)
+    assert not training.outputs_logits(tfq_pareto.apply(model, conv_bits=8))
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("epochs", 0), ("epochs", -3), ("batch_size", 0), ("learning_rate", 0), ("warmup_epochs", 9),
+     ("momentum", 1.0), ("weight_decay", -1e-4), ("label_smoothing", 1.0)],
+)
+def test_bad_recipe_values(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be .*received {value!r}"):
+        dataclasses.replace(training.Recipe(epochs=5), **{field: value})
+
+
+def test_bad_strategy():
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        training.make_strategy("tpu")
+    assert training.make_strategy("default") is tf.distribute.get_strategy()
+
+
+class _Kill(keras.callbacks.Callback):
+    def __init__(self, after_epoch):
+        super().__init__()
+        self.after_epoch = after_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.after_epoch:
+            raise KeyboardInterrupt("killed")
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(64, 8, 8, 1)).astype("float32")
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype("int64")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_at_the_next_epoch_with_the_same_history(tmp_path):
+    recipe = training.Recipe(epochs=4, warmup_epochs=1, learning_rate=0.05)
+    out = str(tmp_path / "run")
+
+    def build():
+        keras.utils.set_random_seed(0)
+        return tfq_pareto.apply(build_plain_cnn(num_classes=2), conv_bits=1)
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(build, _data(), _data(), recipe, steps_per_epoch=4, out_dir=out, verbose=0,
+                       callbacks=[_Kill(after_epoch=1)])
+    before = training.read_history(os.path.join(out, "history.csv"))
+    assert before["epoch"] == [0.0, 1.0]
+    seen = []
+
+    class _Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    _, history = training.train(build, _data(), _data(), recipe, steps_per_epoch=4, out_dir=out,
+                                verbose=0, callbacks=[_Record()])
+    assert seen == [2, 3]  # resumed at epoch k+1 = 2
+    assert history["epoch"] == [0.0, 1.0, 2.0, 3.0]
+    assert history["loss"][:2] == before["loss"] and history["accuracy"][:2] == before["accuracy"]
+    assert os.path.isdir(os.path.join(out, "tensorboard"))

@@ -1,0 +1,276 @@
+"""Datasets as tf.data pipelines: digits (embedded), tfds datasets, and .npz files.
+
+Every source returns raw examples, ``(image uint8 (H, W, C), label int64)``,
+unbatched, plus a :class:`DatasetInfo`; :func:`pipeline` adds augmentation,
+normalisation, batching and prefetching.
+
+Sources (``load(spec)``):
+
+* ``"digits"``: the 8x8 handwritten digits scikit-learn ships inside its wheel
+  (1,797 images), upsampled to ``image_size`` (16 by default): no download.
+* ``"cifar10"``, ``"cifar100"``, ``"mnist"``, ``"imagenet2012"``: through
+  tensorflow-datasets from ``data_dir``; never downloads unless ``download=True``,
+  and says how to prepare the data when it is absent.
+* ``"npz:TRAIN.npz[,TEST.npz]"``: arrays ``x`` (N, H, W[, C]) uint8 and ``y`` (N,);
+  without a test file the last ``test_fraction`` of a seeded shuffle is held out.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from tfq_pareto._keras import tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+#: tfds datasets and their (num_classes, image shape, train split, test split).
+TFDS_DATASETS = {
+    "cifar10": (10, (32, 32, 3), "train", "test"),
+    "cifar100": (100, (32, 32, 3), "train", "test"),
+    "mnist": (10, (28, 28, 1), "train", "test"),
+    "imagenet2012": (1000, (224, 224, 3), "train", "validation"),
+}
+
+#: Per-channel mean and std of the pixels (0..255) used for normalisation.
+PIXEL_STATS = {
+    "cifar10": ((125.3, 123.0, 113.9), (63.0, 62.1, 66.7)),
+    "cifar100": ((129.3, 124.1, 112.4), (68.2, 65.4, 70.4)),
+    "mnist": ((33.3,), (78.6,)),
+    "imagenet2012": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+}
+
+#: Augmentations :func:`pipeline` knows.
+AUGMENTATIONS = (None, "crop", "crop_flip", "imagenet")
+
+#: Data sources :func:`load` knows (plus "npz:PATH[,PATH]").
+SOURCES = ("digits",) + tuple(TFDS_DATASETS)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a pipeline need to know about a dataset."""
+
+    name: str
+    num_classes: int
+    image_shape: tuple
+    num_train: int
+    num_test: int
+    mean: tuple
+    std: tuple
+    augmentation: str = None
+
+
+def _from_arrays(x, y):
+    return tf.data.Dataset.from_tensor_slices((x, y.astype("int64")))
+
+
+def _stats(x):
+    pixels = x.reshape(-1, x.shape[-1]).astype("float64")
+    return tuple(pixels.mean(axis=0).round(3)), tuple(pixels.std(axis=0).round(3) + 1e-3)
+
+
+def _split(x, y, test_fraction, seed):
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    cut = len(x) - int(round(test_fraction * len(x)))
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+def digits(image_size=16, test_fraction=0.2, seed=0):
+    """The 8x8 digits of scikit-learn, as uint8 images (image_size, image_size, 1).
+
+    Returns:
+      (train, test, info): two unbatched datasets and a :class:`DatasetInfo`.
+    """
+    from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size must be an int >= 8; received {image_size!r}")
+    data = load_digits()
+    images = (data.images[..., None] * (255.0 / 16.0)).astype("float32")
+    images = tf.image.resize(images, (image_size, image_size), method="bilinear").numpy()
+    x = np.clip(np.round(images), 0, 255).astype("uint8")
+    (x_train, y_train), (x_test, y_test) = _split(x, data.target, test_fraction, seed)
+    mean, std = _stats(x_train)
+    info = DatasetInfo("digits", 10, x.shape[1:], len(x_train), len(x_test), mean, std, "crop")
+    return _from_arrays(x_train, y_train), _from_arrays(x_test, y_test), info
+
+
+def _read_npz(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"npz file {path!r} does not exist")
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in ("x", "y") if k not in data.files]
+        if missing:
+            raise ValueError(f"npz file {path!r} lacks arrays {missing}; it has {data.files}")
+        x, y = data["x"], data["y"]
+    if x.dtype != np.uint8 or x.ndim not in (3, 4):
+        raise ValueError(
+            f"npz file {path!r}: x must be uint8 (N, H, W[, C]); received {x.dtype} {x.shape}"
+        )
+    if x.ndim == 3:
+        x = x[..., None]
+    y = np.asarray(y).reshape(-1)
+    if len(y) != len(x):
+        raise ValueError(f"npz file {path!r}: {len(x)} images but {len(y)} labels")
+    return x, y
+
+
+def npz(train_path, test_path=None, test_fraction=0.2, seed=0):
+    """Images from ``.npz`` files with ``x`` (N, H, W[, C]) uint8 and ``y`` (N,) labels.
+
+    Returns:
+      (train, test, info).
+    """
+    x, y = _read_npz(train_path)
+    if test_path:
+        x_test, y_test = _read_npz(test_path)
+        if x_test.shape[1:] != x.shape[1:]:
+            raise ValueError(
+                f"test images {x_test.shape[1:]} differ from train images {x.shape[1:]}"
+            )
+        x_train, y_train = x, y
+    else:
+        (x_train, y_train), (x_test, y_test) = _split(x, y, test_fraction, seed)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    mean, std = _stats(x_train)
+    name = os.path.splitext(os.path.basename(train_path))[0]
+    augmentation = "crop_flip" if x.shape[-1] == 3 else "crop"
+    info = DatasetInfo(name, num_classes, x.shape[1:], len(x_train), len(x_test), mean, std,
+                       augmentation)
+    return _from_arrays(x_train, y_train), _from_arrays(x_test, y_test), info
+
+
+def tfds_dataset(name, data_dir=None, download=False):
+    """A tensorflow-datasets dataset as (train, test, info); never hangs on a missing download.
+
+    Raises:
+      ValueError: an unknown name.
+      FileNotFoundError: the data is not prepared in ``data_dir`` and ``download`` is False.
+    """
+    if name not in TFDS_DATASETS:
+        raise ValueError(f"dataset must be one of {tuple(TFDS_DATASETS)}; received {name!r}")
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        if not download:
+            raise FileNotFoundError(
+                f"tfds dataset {name!r} is not prepared in data_dir {builder.data_dir!r}. "
+                "Prepare it where there is internet (`tfds build "
+                f"{name} --data_dir DIR`; imagenet2012 needs its archives in "
+                "DIR/downloads/manual), pass download=True, or use an .npz file (npz:PATH)"
+            )
+        builder.download_and_prepare()
+    num_classes, shape, train_split, test_split = TFDS_DATASETS[name]
+    train = builder.as_dataset(split=train_split, as_supervised=True)
+    test = builder.as_dataset(split=test_split, as_supervised=True)
+
+    def count(split, dataset):
+        try:
+            return builder.info.splits[split].num_examples
+        except KeyError:  # split metadata missing (e.g. a mocked builder): count the data
+            cardinality = int(dataset.cardinality())
+            return cardinality if cardinality >= 0 else sum(1 for _ in dataset)
+
+    augmentation = "imagenet" if name == "imagenet2012" else (
+        "crop_flip" if shape[-1] == 3 else "crop")
+    mean, std = PIXEL_STATS[name]
+    info = DatasetInfo(name, num_classes, shape, count(train_split, train),
+                       count(test_split, test), mean, std, augmentation)
+    return train, test, info
+
+
+def load(spec, *, data_dir=None, download=False, image_size=16, test_fraction=0.2, seed=0):
+    """Loads a dataset by spec: "digits", a tfds name, or "npz:TRAIN[,TEST]".
+
+    Returns:
+      (train, test, info): unbatched (uint8 image, int64 label) datasets and a DatasetInfo.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"dataset must be a string; received {spec!r}")
+    if spec == "digits":
+        return digits(image_size=image_size, test_fraction=test_fraction, seed=seed)
+    if spec.startswith("npz:"):
+        paths = spec[4:].split(",")
+        if not paths[0] or len(paths) > 2:
+            raise ValueError(f"npz dataset must be 'npz:TRAIN.npz[,TEST.npz]'; received {spec!r}")
+        return npz(paths[0], paths[1] if len(paths) == 2 else None, test_fraction, seed)
+    if spec in TFDS_DATASETS:
+        return tfds_dataset(spec, data_dir=data_dir, download=download)
+    raise ValueError(
+        f"dataset must be one of {SOURCES} or 'npz:TRAIN.npz[,TEST.npz]'; received {spec!r}"
+    )
+
+
+def _crop(image, pad, flip):
+    shape = tf.shape(image)
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    image = tf.image.random_crop(padded, shape)
+    return tf.image.random_flip_left_right(image) if flip else image
+
+
+def _imagenet_train(image, size):
+    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image), tf.zeros([0, 0, 4], tf.float32), area_range=(0.08, 1.0),
+        aspect_ratio_range=(3 / 4, 4 / 3), min_object_covered=0.0, use_image_if_no_bounding_boxes=True)
+    image = tf.slice(image, begin, crop_size)
+    image = tf.image.resize(image, (size, size))
+    return tf.image.random_flip_left_right(image)
+
+
+def _imagenet_eval(image, size):
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = (size / 0.875) / tf.reduce_min(shape)
+    image = tf.image.resize(image, tf.cast(tf.round(shape * scale), tf.int32))
+    return tf.image.resize_with_crop_or_pad(image, size, size)
+
+
+def pipeline(dataset, info, *, training, batch_size=128, augmentation="auto", image_size=None,
+             shuffle_buffer=10_000, seed=None, one_hot=False):
+    """Augments (when training), normalises, shuffles, batches and prefetches.
+
+    Args:
+      dataset: unbatched (uint8 image, label) pairs from :func:`load`.
+      info: its :class:`DatasetInfo` (mean/std, classes, default augmentation).
+      training: augment and shuffle when True.
+      batch_size: examples per batch (>= 1).
+      augmentation: "auto" (the dataset's own), None, "crop" (pad + random crop),
+        "crop_flip" (CIFAR: 4-pixel pad, random crop, horizontal flip) or
+        "imagenet" (random resized crop + flip; resize + centre crop to evaluate).
+      image_size: output size for "imagenet" (default: info.image_shape).
+      shuffle_buffer: shuffle buffer when training.
+      seed: shuffle/augmentation seed.
+      one_hot: labels as one-hot float vectors (for label smoothing).
+
+    Returns:
+      A batched ``tf.data.Dataset`` of (float32 normalised images, labels).
+    """
+    if augmentation == "auto":
+        augmentation = info.augmentation
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}; received {augmentation!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1; received {batch_size!r}")
+    size = image_size or info.image_shape[0]
+    mean = tf.constant(info.mean, tf.float32)
+    std = tf.constant(info.std, tf.float32)
+    pad = max(1, info.image_shape[0] // 8)  # 4 pixels at 32x32, as the CIFAR recipe
+
+    def prepare(image, label):
+        image = tf.cast(image, tf.float32)
+        if augmentation == "imagenet":
+            image = _imagenet_train(image, size) if training else _imagenet_eval(image, size)
+        elif training and augmentation in ("crop", "crop_flip"):
+            image = _crop(image, pad, augmentation == "crop_flip")
+        image = (image - mean) / std
+        label = tf.cast(label, tf.int64)
+        if one_hot:
+            label = tf.one_hot(label, info.num_classes)
+        return image, label
+
+    if training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)

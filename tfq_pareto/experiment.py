@@ -1,0 +1,134 @@
+"""One training run of a model family at a width and precision: the unit the CLI, the demo
+and the search are made of. Writes its QAT model and a JSON record into ``out_dir``."""
+
+import dataclasses
+import os
+import time
+
+from tfq_pareto import data as data_lib
+from tfq_pareto import training
+from tfq_pareto._keras import keras
+from tfq_pareto.models import FAMILIES
+from tfq_pareto.quantizers import check_bits
+from tfq_pareto.saving import save_model
+from tfq_pareto.scheme import apply
+from tfq_pareto.size import model_size
+
+#: File names inside a run's out_dir.
+RECORD_FILE = "record.json"
+MODEL_FILE = "model.h5"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What to train: a family at a width, its precision, and the data."""
+
+    model: str = "resnet_cifar"
+    depth: int = 20
+    variant: str = None
+    width: float = 1.0
+    conv_bits: int = 1
+    dw_bits: int = None
+    first_last_bits: int = 8
+    act_bits: int = 8
+    dataset: str = "digits"
+
+    def __post_init__(self):
+        if self.model not in FAMILIES:
+            raise ValueError(f"model must be one of {sorted(FAMILIES)}; received {self.model!r}")
+        check_bits("conv_bits", self.conv_bits)
+        if self.dw_bits is not None:
+            check_bits("dw_bits", self.dw_bits)
+        check_bits("first_last_bits", self.first_last_bits)
+        check_bits("act_bits", self.act_bits, range(2, 9))
+        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
+            raise ValueError(f"width must be a number > 0; received {self.width!r}")
+
+
+def build_float_model(config, info):
+    """The float model of ``config`` for images and classes of ``info``."""
+    kwargs = {"width_multiplier": config.width, "num_classes": info.num_classes,
+              "input_shape": tuple(info.image_shape)}
+    if config.model == "resnet_cifar":
+        kwargs["depth"] = config.depth
+    if config.model == "vgg11":
+        kwargs["variant"] = config.variant
+    return FAMILIES[config.model](**kwargs)
+
+
+def has_depthwise(model):
+    return any(isinstance(l, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D))
+               for l in model.layers)
+
+
+def check_config(config, info):
+    """Errors that must come before training: --dw-bits on a model without depthwise convs."""
+    model = build_float_model(config, info)
+    depthwise = has_depthwise(model)
+    if config.dw_bits is not None and not depthwise:
+        raise ValueError(
+            f"dw_bits={config.dw_bits} but model {config.model!r} has no depthwise convs; "
+            "leave dw_bits out"
+        )
+    return model, depthwise
+
+
+def run(config, recipe, *, out_dir, data_dir=None, download=False, image_size=16, verbose=1,
+        strategy=None, datasets=None):
+    """Trains and evaluates ``config`` with ``recipe``; resumes from ``out_dir``.
+
+    A finished run (its record exists with the same config and recipe) is not
+    retrained: its record is returned.
+
+    Returns:
+      The record dict (also written to ``out_dir/record.json``).
+    """
+    record_path = os.path.join(out_dir, RECORD_FILE)
+    wanted = {"config": dataclasses.asdict(config), "recipe": dataclasses.asdict(recipe)}
+    if os.path.exists(record_path):
+        import json  # pylint: disable=import-outside-toplevel
+
+        with open(record_path, encoding="utf-8") as f:
+            record = json.load(f)
+        if all(record.get(k) == v for k, v in wanted.items()):
+            return record
+    train_raw, test_raw, info = datasets or data_lib.load(
+        config.dataset, data_dir=data_dir, download=download, image_size=image_size)
+    float_model, depthwise = check_config(config, info)
+    one_hot = bool(recipe.label_smoothing)
+    train_data = data_lib.pipeline(train_raw, info, training=True, batch_size=recipe.batch_size,
+                                   one_hot=one_hot, seed=0)
+    test_data = data_lib.pipeline(test_raw, info, training=False, batch_size=recipe.batch_size,
+                                  one_hot=one_hot)
+    steps = -(-info.num_train // recipe.batch_size)
+    dw_bits = config.dw_bits if depthwise else None
+    if depthwise and dw_bits is None:
+        dw_bits = config.conv_bits
+
+    def build():
+        return apply(build_float_model(config, info), conv_bits=config.conv_bits, dw_bits=dw_bits,
+                     first_last_bits=config.first_last_bits, act_bits=config.act_bits)
+
+    start = time.perf_counter()
+    model, history = training.train(build, train_data, test_data, recipe, steps_per_epoch=steps,
+                                    out_dir=out_dir, verbose=verbose, strategy=strategy)
+    seconds = time.perf_counter() - start
+    loss, accuracy = model.evaluate(test_data, verbose=0)
+    save_model(model, os.path.join(out_dir, MODEL_FILE))
+    size_bits = model_size(model)
+    record = {
+        **wanted,
+        "model_name": float_model.name,
+        "dataset_info": dataclasses.asdict(info),
+        "size_bits": size_bits,
+        "size_kib": size_bits / 8192,
+        "params": float_model.count_params(),
+        "accuracy": float(accuracy),
+        "loss": float(loss),
+        "train_seconds": seconds,
+        "epochs_run": len(history.get("epoch", [])) or recipe.epochs,
+        "history_csv": os.path.join(out_dir, "history.csv"),
+        "model_file": os.path.join(out_dir, MODEL_FILE),
+    }
+    training.write_json(record_path, record)
+    return record

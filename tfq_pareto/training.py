@@ -1,0 +1,225 @@
+"""The paper's training recipe (Appendix A) and a resumable training loop.
+
+CIFAR: SGD, Nesterov momentum 0.9, learning rate 0.05 with a linear warm-up
+from 0 over 5 epochs then cosine decay to 0, batch 128, weight decay 5e-4 on
+conv/dense kernels. ImageNet: batch 256, weight decay 4e-5, label smoothing 0.1,
+90 epochs (ResNet) or 120 (MobileNetV2). Every number is a field of
+:class:`Recipe` and can be overridden.
+
+:func:`train` checkpoints every epoch (``BackupAndRestore``) and resumes from
+the last finished epoch when started again with the same ``out_dir``; writes a
+CSV history and TensorBoard logs; ``verbose=0`` silences the progress bar.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+from tfq_pareto._keras import keras, tf
+
+#: Names of the metrics train() reports.
+ACCURACY = "accuracy"
+VAL_ACCURACY = "val_accuracy"
+
+#: Regex of the variable names excluded from weight decay: all but conv/dense kernels.
+NO_DECAY = r"^(?!.*kernel)"
+
+#: tf.distribute strategies ``make_strategy`` knows.
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Training hyperparameters (Appendix A); ``dataclasses.replace`` to override."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    learning_rate: float = 0.05
+    warmup_epochs: float = 5
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        checks = {
+            "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
+            "batch_size": isinstance(self.batch_size, int) and self.batch_size >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "warmup_epochs": 0 <= self.warmup_epochs <= self.epochs,
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
+        }
+        allowed = {
+            "epochs": "an int >= 1", "batch_size": "an int >= 1", "learning_rate": "> 0",
+            "warmup_epochs": "in 0..epochs", "momentum": "in [0, 1)", "weight_decay": ">= 0",
+            "label_smoothing": "in [0, 1)",
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(
+                    f"{name} must be {allowed[name]}; received {getattr(self, name)!r}"
+                )
+
+
+#: Appendix A presets.
+CIFAR = Recipe()
+IMAGENET_RESNET = Recipe(epochs=90, batch_size=256, weight_decay=4e-5, label_smoothing=0.1)
+IMAGENET_MOBILENET = dataclasses.replace(IMAGENET_RESNET, epochs=120)
+
+
+@keras.utils.register_keras_serializable(package="tfq_pareto")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to 0.
+
+    lr(step) = peak * step / warmup                       for step < warmup
+             = peak * (1 + cos(pi * (step - warmup) / (total - warmup))) / 2   after
+    """
+
+    def __init__(self, peak, warmup_steps, total_steps):
+        self.peak = float(peak)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(max(total_steps, warmup_steps + 1))
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = tf.cast(self.warmup_steps, tf.float32)
+        decay_steps = tf.cast(self.total_steps - self.warmup_steps, tf.float32)
+        progress = tf.clip_by_value((step - warmup) / decay_steps, 0.0, 1.0)
+        cosine = 0.5 * self.peak * (1.0 + tf.cos(math.pi * progress))
+        if self.warmup_steps == 0:
+            return cosine
+        return tf.where(step < warmup, self.peak * step / warmup, cosine)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps}
+
+
+def make_optimizer(recipe, steps_per_epoch):
+    """SGD (Nesterov) with the warm-up + cosine schedule; weight decay on kernels only."""
+    schedule = WarmupCosine(recipe.learning_rate, round(recipe.warmup_epochs * steps_per_epoch),
+                            recipe.epochs * steps_per_epoch)
+    optimizer = keras.optimizers.SGD(
+        learning_rate=schedule, momentum=recipe.momentum, nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay or None,
+    )
+    if recipe.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=[NO_DECAY])
+    return optimizer
+
+
+def outputs_logits(model):
+    """False when the model's output layer ends in a softmax (then the loss takes probabilities)."""
+    layer = model.layers[-1]
+    layer = getattr(layer, "layer", layer)
+    activation = getattr(layer, "activation", None)
+    activation = getattr(activation, "activation", activation)  # tfmot QuantizeAwareActivation
+    if isinstance(layer, keras.layers.Softmax):
+        return False
+    return getattr(activation, "__name__", "") != "softmax"
+
+
+def make_loss(label_smoothing=0.0, from_logits=True):
+    """Cross-entropy; with label smoothing the labels must be one-hot (``pipeline(one_hot=True)``)."""
+    if label_smoothing:
+        return keras.losses.CategoricalCrossentropy(from_logits=from_logits,
+                                                    label_smoothing=label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+
+
+def make_strategy(name="default"):
+    """``"default"`` (one device), ``"mirrored"`` (all GPUs of this machine) or
+    ``"multi_worker"`` (machines listed in TF_CONFIG)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"strategy must be one of {STRATEGIES}; received {name!r}")
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+def compile_model(model, recipe, steps_per_epoch):
+    """Compiles ``model`` with the recipe's optimizer, loss and accuracy."""
+    model.compile(
+        optimizer=make_optimizer(recipe, steps_per_epoch),
+        loss=make_loss(recipe.label_smoothing, outputs_logits(model)),
+        metrics=[keras.metrics.CategoricalAccuracy(name=ACCURACY) if recipe.label_smoothing
+                 else keras.metrics.SparseCategoricalAccuracy(name=ACCURACY)],
+    )
+    return model
+
+
+def train(model, train_data, val_data, recipe=CIFAR, *, steps_per_epoch, out_dir=None,
+          verbose=1, callbacks=(), strategy=None):
+    """Trains with ``recipe``; resumable when ``out_dir`` is given.
+
+    Args:
+      model: a tf_keras model (e.g. from :func:`tfq_pareto.apply`), or a callable
+        returning one, which is then built inside ``strategy.scope()``.
+      train_data, val_data: batched datasets from :func:`tfq_pareto.data.pipeline`
+        (one-hot labels when ``recipe.label_smoothing`` > 0).
+      recipe: a :class:`Recipe`.
+      steps_per_epoch: batches per epoch (for the schedule).
+      out_dir: where to keep ``backup/`` (checkpoint of every epoch, deleted when
+        training completes), ``history.csv`` and ``tensorboard/``; a rerun with the
+        same ``out_dir`` resumes after the last finished epoch.
+      verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+      callbacks: extra Keras callbacks.
+      strategy: a ``tf.distribute.Strategy`` (see :func:`make_strategy`).
+
+    Returns:
+      (model, history): the trained model and ``{metric: [per-epoch values]}``,
+      the whole run's history when resumed (read back from ``history.csv``).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        if not isinstance(model, keras.Model):
+            model = model()
+        compile_model(model, recipe, steps_per_epoch)
+    all_callbacks = [_EpochTimer()]
+    csv_path = None
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        csv_path = os.path.join(out_dir, "history.csv")
+        all_callbacks += [
+            keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+            keras.callbacks.CSVLogger(csv_path, append=True),
+            keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False,
+                                        profile_batch=0),
+        ]
+    all_callbacks += list(callbacks)
+    result = model.fit(train_data, validation_data=val_data, epochs=recipe.epochs,
+                       verbose=verbose, callbacks=all_callbacks)
+    history = read_history(csv_path) if csv_path else dict(result.history)
+    return model, history
+
+
+def read_history(csv_path):
+    """``{column: [values]}`` of a CSVLogger file (the epoch column included)."""
+    import csv  # pylint: disable=import-outside-toplevel
+
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def write_json(path, record):
+    """Writes ``record`` as indented JSON (atomically: a temporary file, then a rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
