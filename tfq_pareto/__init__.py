@@ -7,7 +7,7 @@ Public API::
     width = tfq_pareto.width_for_size(builder, target_bits, conv_bits=1)
 """
 
-from tfq_pareto import data, experiment, models, training
+from tfq_pareto import analysis, data, experiment, models, training
 from tfq_pareto._keras import keras
 from tfq_pareto.clipping import CLIPPING_CONSTANTS, clipping_constant, clipping_constants
 from tfq_pareto.configs import (
@@ -20,11 +20,20 @@ from tfq_pareto.quantizers import PerFilterWeightQuantizer, quantize_weights
 from tfq_pareto.scheme import (
     DualPrecisionQuantizeRegistry,
     DualPrecisionScheme,
+    FanInPrecisionScheme,
     apply,
     quantize_scope,
 )
 from tfq_pareto.saving import load_model, save_model
-from tfq_pareto.size import LayerSize, SizeSummary, layer_sizes, model_size, summary
+from tfq_pareto.size import (
+    LayerSize,
+    MemoryFootprint,
+    SizeSummary,
+    layer_sizes,
+    memory_footprint,
+    model_size,
+    summary,
+)
 from tfq_pareto.width import align_widths, widen, width_for_size
 
 __version__ = "0.1.0"
@@ -36,10 +45,13 @@ __all__ = [
     "DepthwiseConvQuantizeConfig",
     "DualPrecisionQuantizeRegistry",
     "DualPrecisionScheme",
+    "FanInPrecisionScheme",
     "LayerSize",
+    "MemoryFootprint",
     "PerFilterWeightQuantizer",
     "SizeSummary",
     "align_widths",
+    "analysis",
     "apply",
     "clipping_constant",
     "clipping_constants",
@@ -48,6 +60,7 @@ __all__ = [
     "keras",
     "layer_sizes",
     "load_model",
+    "memory_footprint",
     "model_size",
     "models",
     "quantize_scope",

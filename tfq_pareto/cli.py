@@ -159,6 +159,33 @@ def _demo(args, out):
     return 0
 
 
+def _analyze_clipping(args, out):
+    from tfq_pareto import analysis, clipping  # pylint: disable=import-outside-toplevel
+
+    constants = analysis.clipping_constants(tuple(args.bits), seed=args.seed)
+    print("Appendix B clipping constants c_b = mean|W| / a* (Gaussian weights)", file=out)
+    print(f"{'bits':>4}  {'c_b':>8}  {'spread':>8}  {'in use':>8}", file=out)
+    for bits, (value, spread) in constants.items():
+        print(f"{bits:>4}  {value:>8.4f}  {spread:>8.4f}  {clipping.CLIPPING_CONSTANTS[bits]:>8.4f}",
+              file=out)
+    if args.plot:
+        analysis.plot_clipping(args.plot, num_bits=args.plot_bits, seed=args.seed)
+        print(f"wrote {args.plot}", file=out)
+    return 0
+
+
+def _analyze_memory(args, out):
+    from tfq_pareto import memory_footprint  # pylint: disable=import-outside-toplevel
+
+    builder = family_builder(args.model, depth=args.depth, variant=args.variant,
+                             num_classes=args.num_classes)
+    footprint = memory_footprint(builder(args.width), batch_size=args.batch_size,
+                                 conv_bits=args.conv_bits, dw_bits=args.dw_bits,
+                                 first_last_bits=args.first_last_bits, act_bits=args.act_bits)
+    print(footprint, file=out)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="tfq-pareto",
@@ -251,6 +278,33 @@ def build_parser():
                       help="1 epoch on 10%% of the data: a smoke test (seconds)")
     demo.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     demo.set_defaults(handler=_demo)
+
+    analyze = commands.add_parser("analyze", help="the paper's diagnostics (Appendix B, F)")
+    analyses = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    clip = analyses.add_parser(
+        "clipping", help="recompute the Appendix B clipping constants (and plot Fig. 5)",
+        description="Simulates Gaussian weights, finds the clip minimising the uniform "
+        "quantizer's error, and prints c_b = mean|W| / a* with its spread next to the "
+        "constants the quantizers use.")
+    clip.add_argument("--bits", type=int, nargs="+", default=[3, 4, 5, 6, 7, 8],
+                      choices=range(3, 9), metavar="B", help="bits to simulate, 3..8")
+    clip.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
+    clip.add_argument("--plot", default=None, help="write the Fig. 5 scatter to this PNG")
+    clip.add_argument("--plot-bits", type=int, default=4, choices=range(3, 9),
+                      help="bits of the plot (default 4)")
+    clip.set_defaults(handler=_analyze_clipping)
+    memory = analyses.add_parser(
+        "memory", help="inference memory of a model family (Appendix F)",
+        description="Largest input + largest output feature map (at --act-bits) + all "
+        "weights (at their bits), in bytes, with the per-layer feature-map sizes.")
+    _add_model_arguments(memory)
+    memory.add_argument("--width", type=_positive, default=1.0, help="width multiplier")
+    memory.add_argument("--conv-bits", type=_bits, required=True, help="conv/dense bits, 1..8")
+    memory.add_argument("--dw-bits", type=_bits, default=None, help="depthwise bits, 1..8")
+    memory.add_argument("--first-last-bits", type=_bits, default=8, help="first/last layer bits")
+    memory.add_argument("--act-bits", type=_bits, default=8, help="activation bits (default 8)")
+    memory.add_argument("--batch-size", type=_epochs, default=1, help="images per inference")
+    memory.set_defaults(handler=_analyze_memory)
     return parser
 
 

@@ -138,3 +138,25 @@ def clipping_constant(
 def clipping_constants(bits=UNIFORM_BITS, **kwargs):
     """``{b: (c_b, spread)}`` from :func:`clipping_constant` for each b in ``bits``."""
     return {b: clipping_constant(b, **kwargs) for b in bits}
+
+
+def best_clips_per_filter(w, num_bits, *, ratios=None):
+    """Per-filter optimal clip a*_i (the Fig. 5 scatter): argmin over a grid of a = r * mean|W_i|.
+
+    Args:
+      w: array (filters, d).
+      num_bits: 3..8.
+      ratios: candidate r = a / mean|W_i| (default 0.5..8 in steps of 0.01).
+
+    Returns:
+      (mean_abs, best_clip): two arrays (filters,).
+    """
+    _check_uniform_bits(num_bits)
+    w = np.asarray(w, dtype=np.float64)
+    ratios = np.arange(0.5, 8.0, 0.01) if ratios is None else np.asarray(ratios)
+    mean_abs = np.mean(np.abs(w), axis=1, keepdims=True)
+    errors = np.stack([
+        np.sum((uniform_quantize_numpy(w, r * mean_abs, num_bits) - w) ** 2, axis=1)
+        for r in ratios
+    ])
+    return mean_abs[:, 0], ratios[np.argmin(errors, axis=0)] * mean_abs[:, 0]

@@ -259,6 +259,7 @@ def quantize_scope(*args):
     """
     objects = dict(CUSTOM_OBJECTS)
     objects["DualPrecisionScheme"] = DualPrecisionScheme
+    objects["FanInPrecisionScheme"] = FanInPrecisionScheme
     return tfmot.quantization.keras.quantize_scope(*(args + (objects,)))
 
 
@@ -344,3 +345,95 @@ def apply(model, conv_bits=1, dw_bits=4, first_last_bits=8, act_bits=8, *, schem
     with quantize_scope():
         annotated = tfmot.quantization.keras.quantize_annotate_model(model)
         return tfmot.quantization.keras.quantize_apply(annotated, scheme)
+
+
+def layer_fan_in(layer):
+    """d = C_in * K_w * K_h of a Conv2D/DepthwiseConv2D/Dense layer's filters (depthwise: K_w * K_h)."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        kh, kw = layer.depthwise_kernel.shape[:2]
+        return int(kh) * int(kw)
+    shape = [int(d) for d in layer.kernel.shape[:-1]]
+    d = 1
+    for dim in shape:
+        d *= dim
+    return d
+
+
+def _check_thresholds(thresholds):
+    checked = []
+    for entry in thresholds:
+        if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+            raise ValueError(
+                f"thresholds must be (max_fan_in, bits) pairs; received {entry!r}"
+            )
+        limit, bits = entry
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"a fan-in threshold must be an int >= 1; received {limit!r}")
+        checked.append((limit, check_bits("threshold bits", bits)))
+    limits = [limit for limit, _ in checked]
+    if limits != sorted(set(limits)):
+        raise ValueError(f"fan-in thresholds must be strictly increasing; received {limits}")
+    return tuple(checked)
+
+
+class FanInPrecisionQuantizeRegistry(DualPrecisionQuantizeRegistry):
+    """Bits from each layer's fan-in d: the first ``(limit, bits)`` with d < limit, else default."""
+
+    def __init__(self, thresholds, default_bits, first_last_bits=8, act_bits=8,
+                 first_last_layers=(), ternary_scale="mean_abs", last_layers=(),
+                 no_activation_layers=()):
+        super().__init__(default_bits, default_bits, first_last_bits, act_bits,
+                         first_last_layers=first_last_layers, ternary_scale=ternary_scale,
+                         last_layers=last_layers, no_activation_layers=no_activation_layers)
+        self.thresholds = _check_thresholds(thresholds)
+
+    def layer_bits(self, layer):
+        if self.first_last_bits is not None and layer.name in self.first_last_layers:
+            return self.first_last_bits
+        d = layer_fan_in(layer)
+        for limit, bits in self.thresholds:
+            if d < limit:
+                return bits
+        return self.conv_bits
+
+
+@keras.utils.register_keras_serializable(package="tfq_pareto")
+class FanInPrecisionScheme(DualPrecisionScheme):
+    """Each conv/dense layer gets its bits from its fan-in d = C_in * K_w * K_h (beyond the paper).
+
+    Prop. 5.1: the per-filter scale estimate mean|W_i| gets noisier as d falls, so
+    small-fan-in filters want more bits. ``thresholds`` maps fan-in ranges to
+    bits: a layer takes the bits of the first ``(limit, bits)`` with d < limit,
+    else ``default_bits``. DualPrecision is the special case
+    ``thresholds=((10, dw_bits),), default_bits=conv_bits`` when every standard
+    conv has d >= 10 (3x3 depthwise filters have d = 9).
+
+    Args:
+      thresholds: increasing ``(limit, bits)`` pairs, e.g. ``((32, 4),)``:
+        d < 32 -> 4 bits.
+      default_bits: bits of layers at or above every limit, 1..8.
+      first_last_bits, act_bits, ternary_scale: as in :class:`DualPrecisionScheme`.
+    """
+
+    def __init__(self, thresholds=((32, 4),), default_bits=1, first_last_bits=8, act_bits=8,
+                 ternary_scale="mean_abs"):
+        self.thresholds = _check_thresholds(thresholds)
+        self.default_bits = check_bits("default_bits", default_bits)
+        super().__init__(default_bits, default_bits, first_last_bits, act_bits, ternary_scale)
+
+    def get_quantize_registry(self):
+        return FanInPrecisionQuantizeRegistry(
+            self.thresholds, self.default_bits, self.first_last_bits, self.act_bits,
+            first_last_layers=self._first_layers | self._last_layers,
+            ternary_scale=self.ternary_scale, last_layers=self._last_layers,
+            no_activation_layers=self._no_activation_layers,
+        )
+
+    def get_config(self):
+        return {
+            "thresholds": [list(t) for t in self.thresholds],
+            "default_bits": self.default_bits,
+            "first_last_bits": self.first_last_bits,
+            "act_bits": self.act_bits,
+            "ternary_scale": self.ternary_scale,
+        }

@@ -145,6 +145,7 @@ class SizeSummary:
 
     model_name: str
     layers: tuple
+    memory: "MemoryFootprint" = None
 
     @property
     def total_bits(self):
@@ -184,6 +185,7 @@ class SizeSummary:
             "float32_bits": self.float32_bits,
             "int8_bits": self.int8_bits,
             "compression_ratio": self.compression_ratio,
+            "memory": self.memory.as_dict() if self.memory is not None else None,
         }
 
     def __str__(self):
@@ -212,6 +214,13 @@ class SizeSummary:
             f"8-bit equivalent: {self.int8_bits / 8 / 1024:,.2f} KiB; "
             f"compression vs float32: {self.compression_ratio:.2f}x",
         ]
+        if self.memory is not None:
+            lines.append(
+                f"inference memory (App. F, batch 1, {self.memory.act_bits}-bit activations): "
+                f"{self.memory.total_bytes / 1024:,.2f} KiB = largest input + largest output "
+                f"feature map {self.memory.activation_bytes:,} B + weights "
+                f"{self.memory.weight_bytes:,} B"
+            )
         return "\n".join(lines)
 
 
@@ -225,7 +234,132 @@ def summary(model, conv_bits=None, dw_bits=None, first_last_bits=8, print_fn=Non
     Returns:
       A :class:`SizeSummary`; ``str(result)`` is the table.
     """
-    result = SizeSummary(model.name, tuple(layer_sizes(model, conv_bits, dw_bits, first_last_bits)))
+    rows = tuple(layer_sizes(model, conv_bits, dw_bits, first_last_bits))
+    try:
+        memory = memory_footprint(model, conv_bits=conv_bits, dw_bits=dw_bits,
+                                  first_last_bits=first_last_bits)
+    except ValueError:  # e.g. inputs of unknown size
+        memory = None
+    result = SizeSummary(model.name, rows, memory)
     if print_fn is not None:
         print_fn(str(result))
     return result
+
+
+def _activation_bits(model):
+    """The activation bits of a QAT model: the most common fake-quant width in it."""
+    counts = {}
+    for layer in model.layers:
+        config = getattr(layer, "quantize_config", None)
+        if config is None:
+            continue
+        quantizers = [q for _, q in config.get_activations_and_quantizers(layer.layer)]
+        quantizers += list(config.get_output_quantizers(layer.layer))
+        for quantizer in quantizers:
+            bits = getattr(quantizer, "num_bits", None)
+            if bits is not None:
+                counts[bits] = counts.get(bits, 0) + 1
+    return max(counts, key=lambda b: (counts[b], b)) if counts else 8
+
+
+def _elements(shape, batch_size):
+    shape = shape if isinstance(shape, list) else [shape]
+    total = 0
+    for s in shape:
+        dims = list(s[1:])
+        if any(d is None for d in dims):
+            raise ValueError(
+                f"memory_footprint needs fixed input sizes; received a feature map of shape {s}"
+            )
+        total += int(np.prod(dims)) * batch_size
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryFootprint:
+    """Appendix F: largest input + largest output feature map + all weights, in bytes."""
+
+    model_name: str
+    batch_size: int
+    act_bits: int
+    weight_bits: int
+    layers: tuple  # (name, input elements, output elements)
+
+    @property
+    def largest_input(self):
+        return max(self.layers, key=lambda r: r[1])
+
+    @property
+    def largest_output(self):
+        return max(self.layers, key=lambda r: r[2])
+
+    @property
+    def activation_bytes(self):
+        elements = self.largest_input[1] + self.largest_output[2]
+        return int(np.ceil(elements * self.act_bits / 8))
+
+    @property
+    def weight_bytes(self):
+        return int(np.ceil(self.weight_bits / 8))
+
+    @property
+    def total_bytes(self):
+        return self.activation_bytes + self.weight_bytes
+
+    def as_dict(self):
+        return {
+            "model": self.model_name, "batch_size": self.batch_size, "act_bits": self.act_bits,
+            "largest_input": {"layer": self.largest_input[0], "elements": self.largest_input[1]},
+            "largest_output": {"layer": self.largest_output[0], "elements": self.largest_output[2]},
+            "activation_bytes": self.activation_bytes, "weight_bytes": self.weight_bytes,
+            "total_bytes": self.total_bytes,
+            "layers": [{"name": n, "input_elements": i, "output_elements": o}
+                       for n, i, o in self.layers],
+        }
+
+    def __str__(self):
+        width = max(len(n) for n, _, _ in self.layers)
+        lines = [f"Inference memory, Appendix F: {self.model_name} (batch {self.batch_size}, "
+                 f"{self.act_bits}-bit activations)",
+                 f"{'layer'.ljust(width)}  {'input (elements)':>17}  {'output (elements)':>18}"]
+        lines += [f"{n.ljust(width)}  {i:>17,}  {o:>18,}" for n, i, o in self.layers]
+        lines += [
+            f"largest input: {self.largest_input[0]} ({self.largest_input[1]:,}); largest output: "
+            f"{self.largest_output[0]} ({self.largest_output[2]:,})",
+            f"activations {self.activation_bytes:,} B + weights {self.weight_bytes:,} B = "
+            f"{self.total_bytes:,} B ({self.total_bytes / 1024:,.2f} KiB)",
+        ]
+        return "\n".join(lines)
+
+
+def memory_footprint(model, batch_size=1, *, conv_bits=None, dw_bits=None, first_last_bits=8,
+                     act_bits=None):
+    """Appendix F inference memory: largest input feature map + largest output feature map
+    (at the activation bits) + all conv/dense weights (at their bits, Eq. 6), in bytes.
+
+    Args:
+      model: a built model with fixed input sizes (float or QAT).
+      batch_size: images per inference (>= 1).
+      conv_bits, dw_bits, first_last_bits: weight bits of a float model, as in
+        :func:`model_size`; a QAT model's are read from it.
+      act_bits: activation bits; default: read from a QAT model, 32 for a float one.
+        A layer with several inputs (Add, Concatenate) holds all of them.
+
+    Returns:
+      A :class:`MemoryFootprint` (``.total_bytes``; ``str()`` is a per-layer table).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1; received {batch_size!r}")
+    quantized = any(hasattr(l, "quantize_config") for l in model.layers)
+    if act_bits is None:
+        act_bits = _activation_bits(model) if quantized else FLOAT_BITS
+    elif act_bits != FLOAT_BITS:
+        check_bits("act_bits", act_bits)
+    weight_bits = model_size(model, conv_bits, dw_bits, first_last_bits)
+    rows = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        rows.append((_graph.unwrap(layer).name, _elements(layer.input_shape, batch_size),
+                     _elements(layer.output_shape, batch_size)))
+    return MemoryFootprint(model.name, batch_size, int(act_bits), weight_bits, tuple(rows))

@@ -190,7 +190,9 @@ def train(model, train_data, val_data, recipe=CIFAR, *, steps_per_epoch, out_dir
         if not isinstance(model, keras.Model):
             model = model()
         compile_model(model, recipe, steps_per_epoch)
-    all_callbacks = [_EpochTimer()]
+    # Extra callbacks run before the loggers so that what they add to the epoch logs
+    # (e.g. MeanAbsVarianceCallback) reaches history.csv and TensorBoard.
+    all_callbacks = [_EpochTimer()] + list(callbacks)
     csv_path = None
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
@@ -201,7 +203,6 @@ def train(model, train_data, val_data, recipe=CIFAR, *, steps_per_epoch, out_dir
             keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False,
                                         profile_batch=0),
         ]
-    all_callbacks += list(callbacks)
     result = model.fit(train_data, validation_data=val_data, epochs=recipe.epochs,
                        verbose=verbose, callbacks=all_callbacks)
     history = read_history(csv_path) if csv_path else dict(result.history)
