@@ -10,6 +10,7 @@ INSTALL_REQUIRES = [
     "absl-py",
     "scikit-learn",  # ships the 8x8 digits: the embedded, download-free dataset
     "tensorflow-datasets",
+    "keras-tuner==1.4.8",
     "tensorboard",
     "matplotlib",
 ]

@@ -139,7 +139,7 @@ def test_demo_tiny_runs_end_to_end(tmp_path):
     out = str(tmp_path / "demo")
     status, text = _run(["demo", "--tiny", "--quiet", "--out", out])
     assert status == 0
-    assert "[1/2] training 8-bit" in text and "[2/2] training 1-bit" in text
+    assert "size budget: the 8-bit ResNet-20 at width 1" in text
     assert "8-bit, width 1" in text and "1-bit DualPrecision, equal size" in text
     with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
         results = json.load(f)

@@ -186,6 +186,116 @@ def _analyze_memory(args, out):
     return 0
 
 
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints; received {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one value; received {text!r}")
+    for v in values:
+        if not 1 <= v <= 8:
+            raise argparse.ArgumentTypeError(f"bits must be ints in 1..8; received {v!r} in {text!r}")
+    return values
+
+
+def _float_list(text):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers; received {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers > 0; received {text!r}")
+    return values
+
+
+def _run_config(args, conv_bits=8):
+    from tfq_pareto import experiment  # pylint: disable=import-outside-toplevel
+
+    return experiment.RunConfig(model=args.model, depth=args.depth, variant=args.variant,
+                                conv_bits=conv_bits, act_bits=args.act_bits, dataset=args.dataset)
+
+
+def _search_recipe(args):
+    import dataclasses  # pylint: disable=import-outside-toplevel
+
+    from tfq_pareto import training  # pylint: disable=import-outside-toplevel
+
+    return dataclasses.replace(training.CIFAR, epochs=args.epochs,
+                               warmup_epochs=min(training.CIFAR.warmup_epochs, args.epochs - 1),
+                               batch_size=args.batch_size)
+
+
+def _sweep(args, out):
+    from tfq_pareto import data, search  # pylint: disable=import-outside-toplevel
+
+    datasets = data.load(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
+    budgets = [kib * 8192 for kib in args.budgets_kib] if args.budgets_kib else None
+    result = search.sweep(_run_config(args), bits=args.bits, widths=args.widths,
+                          budgets_bits=budgets, recipe=_search_recipe(args), out_dir=args.out,
+                          datasets=datasets, verbose=0 if args.quiet else 2)
+    print(f"{'bits':>8}{'width':>8}{'size KiB':>10}{'accuracy':>10}  status", file=out)
+    for r in result["records"]:
+        acc = f"{100 * r['accuracy']:.2f}%" if r.get("accuracy") is not None else "-"
+        size = f"{r['size_kib']:.2f}" if r.get("size_kib") is not None else "-"
+        width = f"{r['width']:.3f}" if r.get("width") is not None else "-"
+        bits = r["conv_bits"] if r.get("dw_bits") is None else f"{r['conv_bits']}/{r['dw_bits']}"
+        print(f"{bits:>8}{width:>8}{size:>10}{acc:>10}  {r['status']} {r.get('message') or ''}",
+              file=out)
+    print(f"Pareto front: {[(r['conv_bits'], round(r['size_kib'], 2)) for r in result['front']]}",
+          file=out)
+    print(f"dominance (row dominates column): {result['dominance']}", file=out)
+    print(f"wrote {args.out}/results.json, results.csv, pareto.png", file=out)
+    return 0
+
+
+def _search_command(args, out):
+    from tfq_pareto import data, search  # pylint: disable=import-outside-toplevel
+
+    datasets = data.load(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
+    base = _run_config(args)
+    if args.budget_kib is not None:
+        budget = args.budget_kib * 8192
+    else:
+        budget = search.budget_of(base, datasets[2], width=args.budget_width, conv_bits=8, dw_bits=8)
+    result = search.dual_precision_search(
+        base, budget, bits=args.bits, oracle=args.oracle, max_trials=args.max_trials,
+        recipe=_search_recipe(args), out_dir=args.out, datasets=datasets,
+        verbose=0 if args.quiet else 2)
+    for r in result["records"]:
+        acc = f"{100 * r['accuracy']:.2f}%" if r.get("accuracy") is not None else "-"
+        print(f"conv {r['conv_bits']} dw {r.get('dw_bits')}: {acc} {r['status']} "
+              f"{r.get('message') or ''}", file=out)
+    best = result["best"]
+    if best:
+        print(f"best pair at {budget / 8192:.2f} KiB: conv {best['conv_bits']} / dw "
+              f"{best.get('dw_bits')} (width {best['width']:.3f}, accuracy "
+              f"{100 * best['accuracy']:.2f}%)", file=out)
+    print(f"wrote {args.out}/results.json, results.csv, pareto.png, grid.png", file=out)
+    return 0
+
+
+def _plot(args, out):
+    from tfq_pareto import search  # pylint: disable=import-outside-toplevel
+
+    for path in search.replot(args.dir):
+        print(f"wrote {path}", file=out)
+    return 0
+
+
+def _add_search_arguments(parser):
+    _add_model_arguments(parser)
+    parser.add_argument("--act-bits", type=_act_bits, default=8, help="activation bits (default 8)")
+    parser.add_argument("--dataset", default="digits",
+                        help="digits (default), cifar10, cifar100, mnist, imagenet2012, npz:PATH[,PATH]")
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+    parser.add_argument("--image-size", type=int, default=16, help="side of the digits images")
+    parser.add_argument("--epochs", type=_epochs, default=200, help="epochs per trial (default 200)")
+    parser.add_argument("--batch-size", type=_epochs, default=128, help="batch size (default 128)")
+    parser.add_argument("--out", required=True, help="results folder (rerun to resume)")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="tfq-pareto",
@@ -305,6 +415,42 @@ def build_parser():
     memory.add_argument("--act-bits", type=_bits, default=8, help="activation bits (default 8)")
     memory.add_argument("--batch-size", type=_epochs, default=1, help="images per inference")
     memory.set_defaults(handler=_analyze_memory)
+
+    sweep = commands.add_parser(
+        "sweep", help="accuracy vs size for several precisions (Fig. 1), front and dominance",
+        description="Trains every precision in --bits at every width in --widths (or widened "
+        "to every budget in --budgets-kib), then writes results.json (records, Pareto front, "
+        "dominance matrix per Definition 4.1), results.csv and pareto.png into --out. "
+        "Each trial is kept as it finishes; rerun the same command to resume.")
+    _add_search_arguments(sweep)
+    sweep.add_argument("--bits", type=_int_list, required=True, help="precisions, e.g. 1,2,4")
+    axis = sweep.add_mutually_exclusive_group(required=True)
+    axis.add_argument("--widths", type=_float_list, help="width multipliers, e.g. 0.5,1,2")
+    axis.add_argument("--budgets-kib", type=_float_list,
+                      help="Eq. (6) budgets in KiB; each precision is widened to each")
+    sweep.set_defaults(handler=_sweep)
+
+    search_parser = commands.add_parser(
+        "search", help="best (conv_bits, dw_bits) at a size budget (Sec. 6, Table 7)",
+        description="keras-tuner search over conv_bits x dw_bits (just conv_bits without "
+        "depthwise convs), every pair widened to the budget; writes results.json (with the "
+        "best pair), results.csv, pareto.png and grid.png into --out; rerun to resume.")
+    _add_search_arguments(search_parser)
+    budget = search_parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget-kib", type=_positive, help="Eq. (6) budget in KiB")
+    budget.add_argument("--budget-width", type=_positive,
+                        help="budget = size of the 8-bit model at this width (e.g. 0.25)")
+    search_parser.add_argument("--bits", type=_int_list, default=[1, 2, 4, 8],
+                               help="the precision set B (default 1,2,4,8)")
+    search_parser.add_argument("--oracle", choices=("grid", "random", "bayesian", "hyperband"),
+                               default="grid", help="keras-tuner oracle (default grid, the paper's)")
+    search_parser.add_argument("--max-trials", type=_epochs, default=None,
+                               help="trials for random/bayesian (default 10)")
+    search_parser.set_defaults(handler=_search_command)
+
+    plot = commands.add_parser("plot", help="redraw the plots of a sweep or search folder")
+    plot.add_argument("dir", help="a --out folder of sweep or search")
+    plot.set_defaults(handler=_plot)
     return parser
 
 

@@ -4,17 +4,16 @@ Trains (a) an 8-bit ResNet-20 at width 1 and (b) a 1-bit ResNet-20 (first and
 last layer 8-bit) widened to the same Eq. (6) size, on the 8x8 digits of
 scikit-learn upsampled to 16x16 (no download). Writes into ``out_dir``:
 ``results.json`` (both records), ``accuracy_vs_size.png`` and one run folder
-per model (history, TensorBoard logs, QAT model); a rerun resumes and skips
-finished models.
+per model (history, TensorBoard logs, QAT model). It is a small
+:func:`tfq_pareto.search.sweep` (precisions {8, 1} at one budget), so a rerun
+resumes and skips finished models.
 """
 
 import dataclasses
 import os
 
 from tfq_pareto import data as data_lib
-from tfq_pareto import experiment, training
-from tfq_pareto.size import model_size
-from tfq_pareto.width import width_for_size
+from tfq_pareto import experiment, search, training
 
 #: The family the demo trains, and its depth.
 DEMO_MODEL = "resnet_cifar"
@@ -77,27 +76,28 @@ def run_demo(out_dir="runs/demo", *, epochs=12, act_bits=8, tiny=False, verbose=
 
     base = experiment.RunConfig(model=DEMO_MODEL, depth=DEMO_DEPTH, width=1.0, conv_bits=8,
                                 act_bits=act_bits, dataset="digits")
-
-    def builder(width):
-        return experiment.build_float_model(dataclasses.replace(base, width=width), info)
-
-    target = model_size(builder(1.0), conv_bits=8)
-    width = width_for_size(builder, target, conv_bits=1, tolerance=0.02)
-    runs = [
-        ("8-bit, width 1", base),
-        ("1-bit DualPrecision, equal size", dataclasses.replace(base, conv_bits=1, width=width)),
-    ]
+    target = search.budget_of(base, info, width=1.0, conv_bits=8)
+    _log(log, f"size budget: the 8-bit ResNet-20 at width 1 = {target:,} bits "
+              f"({target / 8192:.2f} KiB); training 8-bit and 1-bit models of that size, "
+              f"{recipe.epochs} epochs each")
+    # A small sweep: precisions {8, 1} at one budget, each widened to it.
+    result = search.sweep(base, bits=[8, 1], budgets_bits=[target], recipe=recipe,
+                          out_dir=os.path.join(out_dir, "sweep"), datasets=datasets,
+                          verbose=verbose, tolerance=0.02)
+    by_bits = {r["conv_bits"]: r for r in result["records"]}
+    failed = [r for r in result["records"] if r.get("accuracy") is None]
+    if failed:
+        raise RuntimeError(f"demo trials failed: {[(r['conv_bits'], r['message']) for r in failed]}")
     records = []
-    for index, (label, config) in enumerate(runs, 1):
-        _log(log, f"[{index}/{len(runs)}] training {label}: resnet20 width {config.width:.3f}, "
-                  f"{config.conv_bits}-bit convs, {config.act_bits}-bit activations, "
-                  f"{recipe.epochs} epochs")
-        run_dir = os.path.join(out_dir, f"conv{config.conv_bits}_w{config.width:.3f}")
-        record = experiment.run(config, recipe, out_dir=run_dir, verbose=verbose, datasets=datasets)
+    for bits, label in ((8, "8-bit, width 1"), (1, "1-bit DualPrecision, equal size")):
+        record = dict(by_bits[bits])
         record["label"] = label
+        record["config"] = {"conv_bits": bits, "width": record["width"], "act_bits": act_bits,
+                            "model": DEMO_MODEL, "depth": DEMO_DEPTH}
         records.append(record)
-        training.write_json(os.path.join(out_dir, RESULTS_FILE),
-                            {"target_bits": target, "tiny": tiny, "records": records})
+    training.write_json(os.path.join(out_dir, RESULTS_FILE),
+                        {"target_bits": target, "tiny": tiny, "records": records,
+                         "dominance": result["dominance"], "front": result["front"]})
     plot_path = os.path.join(out_dir, PLOT_FILE)
     plot_accuracy_vs_size(records, plot_path)
     return {"records": records, "target_bits": target,

@@ -1,0 +1,152 @@
+"""Pareto front, Definition 4.1, sweeps and searches with keras-tuner."""
+
+import dataclasses
+import json
+import os
+
+import pytest
+
+from tfq_pareto import data, experiment, search, training
+
+
+def test_pareto_front_smallest_first():
+    points = [
+        {"size_bits": 100, "accuracy": 0.60, "id": "a"},
+        {"size_bits": 200, "accuracy": 0.55, "id": "dominated"},
+        {"size_bits": 200, "accuracy": 0.70, "id": "b"},
+        {"size_bits": 300, "accuracy": 0.70, "id": "same accuracy, larger"},
+        {"size_bits": 400, "accuracy": 0.80, "id": "c"},
+        {"size_bits": 50, "accuracy": 0.40, "id": "smallest"},
+    ]
+    assert [p["id"] for p in search.pareto_front(points)] == ["smallest", "a", "b", "c"]
+    with pytest.raises(ValueError, match="size_bits"):
+        search.pareto_front([{"accuracy": 0.5}])
+
+
+def test_dominates_definition_4_1():
+    low_bits = [(100, 0.60), (200, 0.70), (300, 0.75)]
+    high_bits = [(150, 0.55), (250, 0.65), (400, 0.74)]
+    assert search.dominates(low_bits, high_bits)
+    assert not search.dominates(high_bits, low_bits)
+    # Interpolation matters: compared at equal sizes, not point by point.
+    assert search.dominates([(100, 0.5), (300, 0.9)], [(200, 0.69)])
+
+
+def test_crossing_curves_dominate_neither_way():
+    a = [(100, 0.50), (300, 0.80)]
+    b = [(100, 0.60), (300, 0.70)]
+    assert not search.dominates(a, b) and not search.dominates(b, a)
+    matrix = search.dominance_matrix({"a": a, "b": b})
+    assert matrix == {"a": {"a": None, "b": False}, "b": {"a": False, "b": None}}
+
+
+def test_non_overlapping_curves_give_a_clear_message():
+    with pytest.raises(ValueError, match="do not overlap in size.*add points"):
+        search.dominates([(100, 0.5), (200, 0.6)], [(300, 0.7), (400, 0.8)])
+    assert search.dominance_matrix({"a": [(1, 0.1)], "b": [(2, 0.2)]})["a"]["b"] is None
+
+
+def _tiny_datasets():
+    train, test, info = data.load("digits")
+    return (train.take(96), test.take(48), dataclasses.replace(info, num_train=96, num_test=48))
+
+
+RECIPE = training.Recipe(epochs=1, warmup_epochs=0, batch_size=48)
+
+
+@pytest.mark.slow
+def test_tiny_sweep_writes_tables_plots_front_and_dominance(tmp_path):
+    base = experiment.RunConfig(model="resnet_cifar", depth=20, dataset="digits")
+    result = search.sweep(base, bits=[1, 4], widths=[0.25, 0.5], recipe=RECIPE,
+                          out_dir=str(tmp_path), datasets=_tiny_datasets())
+    records = result["records"]
+    assert len(records) == 4 and all(r["status"] == "COMPLETED" for r in records)
+    sizes = {(r["conv_bits"], r["width"]): r["size_bits"] for r in records}
+    assert sizes[(1, 0.5)] < sizes[(4, 0.5)] and sizes[(1, 0.25)] < sizes[(1, 0.5)]
+    for name in ("results.json", "results.csv", "pareto.png"):
+        assert (tmp_path / name).exists(), name
+    with open(tmp_path / "results.json", encoding="utf-8") as f:
+        saved = json.load(f)
+    assert set(saved["dominance"]) == {"1-bit", "4-bit"} and saved["front"]
+    assert len((tmp_path / "results.csv").read_text().splitlines()) == 5
+    assert search.replot(str(tmp_path)) == [str(tmp_path / "pareto.png")]
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_and_trains_every_trial_once(tmp_path, monkeypatch):
+    trained = []
+    real_train = training.train
+
+    def counting(*args, **kwargs):
+        trained.append(kwargs["out_dir"])
+        if len(trained) == 3:
+            raise KeyboardInterrupt("killed during the third trial")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", counting)
+    base = experiment.RunConfig(model="resnet_cifar", depth=20, dataset="digits")
+    kwargs = dict(bits=[1, 4], widths=[0.25, 0.5], recipe=RECIPE, out_dir=str(tmp_path),
+                  datasets=_tiny_datasets())
+    with pytest.raises(KeyboardInterrupt):
+        search.sweep(base, **kwargs)
+    result = search.sweep(base, **kwargs)
+    assert len(trained) == 5  # 2 finished + 1 killed + the killed point again + the last
+    points = [(r["conv_bits"], r["width"]) for r in result["records"]]
+    assert sorted(points) == [(1, 0.25), (1, 0.5), (4, 0.25), (4, 0.5)]
+    assert all(r["status"] == "COMPLETED" for r in result["records"])
+    again = search.sweep(base, **kwargs)  # finished: nothing trains
+    assert len(trained) == 5 and len(again["records"]) == 4
+
+
+@pytest.mark.slow
+def test_tiny_grid_search_with_an_unreachable_pair(tmp_path):
+    base = experiment.RunConfig(model="mobilenet_v2_cifar", dataset="digits")
+    datasets = _tiny_datasets()
+    budget = search.budget_of(base, datasets[2], width=0.2, conv_bits=8, dw_bits=8)
+    result = search.dual_precision_search(base, budget, bits=[1, 8], recipe=RECIPE,
+                                          out_dir=str(tmp_path), datasets=datasets)
+    records = {(r["conv_bits"], r["dw_bits"]): r for r in result["records"]}
+    assert set(records) == {(1, 1), (1, 8), (8, 1), (8, 8)}
+    assert records[(8, 8)]["status"] == "COMPLETED"
+    for r in records.values():
+        if r["status"] == "FAILED":
+            assert "budget unreachable" in r["message"]
+    assert result["best"] is not None and result["best"]["accuracy"] >= 0
+    for name in ("results.json", "results.csv", "pareto.png", "grid.png"):
+        assert (tmp_path / name).exists(), name
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"bits": [], "widths": [1.0]}, "at least one precision"),
+        ({"bits": [0, 4], "widths": [1.0]}, "bits must be an int in 1..8; received 0"),
+        ({"bits": [1, 9], "widths": [1.0]}, "received 9"),
+        ({"bits": [1], "widths": [0.0]}, "widths must be numbers > 0"),
+        ({"bits": [1]}, "exactly one of widths and budgets_bits"),
+    ],
+)
+def test_bad_sweep_inputs_fail_before_training(tmp_path, kwargs, match):
+    base = experiment.RunConfig(model="resnet_cifar", dataset="digits")
+    with pytest.raises(ValueError, match=match):
+        search.sweep(base, recipe=RECIPE, out_dir=str(tmp_path), **kwargs)
+    assert not os.listdir(tmp_path)
+
+
+def test_bad_search_inputs(tmp_path):
+    base = experiment.RunConfig(model="resnet_cifar", dataset="digits")
+    with pytest.raises(ValueError, match="budget_bits must be"):
+        search.dual_precision_search(base, -5, recipe=RECIPE, out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="oracle must be one of"):
+        search.make_oracle("annealing", None)
+
+
+def test_cli_sweep_and_search_flags(capsys):
+    from tfq_pareto import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--model", "resnet_cifar", "--bits", "1,12", "--widths", "1", "--out", "x"])
+    assert "bits must be ints in 1..8; received 12" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["search", "--model", "resnet_cifar", "--out", "x"])
+    assert "--budget-kib" in capsys.readouterr().err

@@ -1,0 +1,99 @@
+"""Pareto front and Pareto dominance between precisions (Definition 4.1)."""
+
+import numpy as np
+
+#: Metric names of a point.
+SIZE = "size_bits"
+ACCURACY = "accuracy"
+
+
+def pareto_front(points):
+    """The non-dominated points, smallest size first.
+
+    A point is dominated when another is no larger and at least as accurate, and
+    strictly better in one of the two.
+
+    Args:
+      points: records (dicts) with ``size_bits`` and ``accuracy``.
+
+    Returns:
+      The list of non-dominated records, sorted by size (ties: higher accuracy first).
+    """
+    points = list(points)
+    for p in points:
+        if SIZE not in p or ACCURACY not in p:
+            raise ValueError(f"every point needs {SIZE!r} and {ACCURACY!r}; received {p!r}")
+    ordered = sorted(points, key=lambda p: (p[SIZE], -p[ACCURACY]))
+    front, best = [], -np.inf
+    for p in ordered:
+        if p[ACCURACY] > best:
+            front.append(p)
+            best = p[ACCURACY]
+    return front
+
+
+def _curve(curve, name):
+    pairs = sorted((float(s), float(a)) for s, a in curve)
+    if len(pairs) < 1:
+        raise ValueError(f"curve {name} is empty")
+    sizes = np.array([s for s, _ in pairs])
+    if np.any(np.diff(sizes) == 0):
+        raise ValueError(f"curve {name} has two points at the same size: {pairs}")
+    return sizes, np.array([a for _, a in pairs])
+
+
+def dominates(a, b):
+    """Definition 4.1: curve ``a`` Pareto-dominates curve ``b``.
+
+    ``a`` dominates ``b`` when ``a``'s accuracy is higher than ``b``'s at every
+    model size in the range both curves cover. Curves are compared at equal sizes
+    by linear interpolation of each curve's points, at every size of either curve
+    inside the common range.
+
+    Args:
+      a, b: lists of ``(size_bits, accuracy)`` pairs.
+
+    Returns:
+      True or False.
+
+    Raises:
+      ValueError: empty curves, or size ranges that do not overlap (no common size
+        to compare at).
+    """
+    sizes_a, acc_a = _curve(a, "a")
+    sizes_b, acc_b = _curve(b, "b")
+    low = max(sizes_a[0], sizes_b[0])
+    high = min(sizes_a[-1], sizes_b[-1])
+    if low > high:
+        raise ValueError(
+            f"the curves do not overlap in size: a covers {sizes_a[0]:,.0f}..{sizes_a[-1]:,.0f} "
+            f"bits, b covers {sizes_b[0]:,.0f}..{sizes_b[-1]:,.0f} bits; Definition 4.1 compares "
+            "accuracies at equal sizes, so add points that make the ranges overlap"
+        )
+    grid = np.unique(np.concatenate([sizes_a, sizes_b]))
+    grid = grid[(grid >= low) & (grid <= high)]
+    return bool(np.all(np.interp(grid, sizes_a, acc_a) > np.interp(grid, sizes_b, acc_b)))
+
+
+def dominance_matrix(curves):
+    """Pairwise Definition 4.1 between labelled curves.
+
+    Args:
+      curves: ``{label: [(size_bits, accuracy), ...]}``.
+
+    Returns:
+      ``{row: {column: True | False | None}}``: True when ``row`` dominates
+      ``column``; None when their size ranges do not overlap (or on the diagonal).
+    """
+    matrix = {}
+    for row, curve_a in curves.items():
+        matrix[row] = {}
+        for column, curve_b in curves.items():
+            if row == column:
+                matrix[row][column] = None
+                continue
+            try:
+                matrix[row][column] = dominates(curve_a, curve_b)
+            except ValueError:
+                matrix[row][column] = None
+    return matrix

@@ -1,0 +1,251 @@
+"""Sweeps and searches: the hyperparameter spaces, result files and plots.
+
+* :func:`sweep` (Sec. 4): every precision at every width (or at every size
+  budget, the width then found per precision), the Pareto front and the
+  dominance matrix (Definition 4.1) between precisions.
+* :func:`dual_precision_search` (Sec. 6): every (conv_bits, dw_bits) pair at one
+  size budget, with keras-tuner's grid, random, Bayesian or Hyperband oracle;
+  the best pair and the grid (Table 7).
+
+Both write into ``out_dir``: the keras-tuner project (``tuner/``, one folder per
+trial with its QAT model, history and record), ``results.json``,
+``results.csv`` and plots; run again with the same arguments they resume and
+train no finished trial again.
+"""
+
+import csv
+import dataclasses
+import os
+
+import keras_tuner as kt
+
+from tfq_pareto import experiment, training
+from tfq_pareto.quantizers import check_bits
+from tfq_pareto.search import plots
+from tfq_pareto.search.front import dominance_matrix, pareto_front
+from tfq_pareto.search.tuner import (
+    HP_BUDGET,
+    HP_CONV_BITS,
+    HP_DW_BITS,
+    HP_WIDTH,
+    PrecisionTuner,
+    make_oracle,
+)
+
+#: Default precision set B of the DualPrecision grid.
+DEFAULT_BITS = (1, 2, 4, 8)
+
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+PARETO_PNG = "pareto.png"
+GRID_PNG = "grid.png"
+
+_CSV_FIELDS = ("trial_id", "status", "conv_bits", "dw_bits", "width", "budget_bits",
+               "size_bits", "size_kib", "params", "accuracy", "message")
+
+
+def _check_bits_list(bits, name="bits"):
+    bits = list(bits)
+    if not bits:
+        raise ValueError(f"{name} must name at least one precision; received {bits!r}")
+    for b in bits:
+        if isinstance(b, (tuple, list)):
+            check_bits("conv_bits", b[0])
+            check_bits("dw_bits", b[1])
+        else:
+            check_bits(name, b)
+    return bits
+
+
+def _check_positive(values, name):
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"{name} must be numbers > 0; received {v!r}")
+    return values
+
+
+def _precision_pairs(bits, depthwise):
+    pairs = []
+    for b in bits:
+        conv, dw = (b[0], b[1]) if isinstance(b, (tuple, list)) else (b, b if depthwise else None)
+        if not depthwise:
+            dw = None
+        pairs.append((int(conv), None if dw is None else int(dw)))
+    return pairs
+
+
+def budget_of(base_config, info, *, width, conv_bits=8, dw_bits=None):
+    """Eq. (6) size in bits of ``base_config``'s family at ``width`` and a precision
+    (e.g. "the size of the 0.25x 8-bit model")."""
+    from tfq_pareto.size import model_size  # pylint: disable=import-outside-toplevel
+
+    model = experiment.build_float_model(dataclasses.replace(base_config, width=width), info)
+    return model_size(model, conv_bits=conv_bits, dw_bits=dw_bits)
+
+
+def _write_results(out_dir, summary, records, plot_grid=False):
+    training.write_json(os.path.join(out_dir, RESULTS_JSON), {**summary, "records": records})
+    with open(os.path.join(out_dir, RESULTS_CSV), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+    done = [r for r in records if r.get("accuracy") is not None]
+    if done:
+        plots.plot_pareto(records, os.path.join(out_dir, PARETO_PNG))
+        if plot_grid:
+            plots.plot_grid(records, os.path.join(out_dir, GRID_PNG))
+
+
+def _search(tuner, out_dir, summary, plot_grid):
+    """Runs the tuner; rewrites the result files after every trial."""
+
+    original = tuner.on_trial_end
+
+    def on_trial_end(trial):
+        original(trial)
+        _write_results(out_dir, summary, tuner.trial_records(), plot_grid)
+
+    tuner.on_trial_end = on_trial_end
+    tuner.search(verbose=tuner.run_verbose)
+    records = tuner.trial_records()
+    _write_results(out_dir, summary, records, plot_grid)
+    return records
+
+
+def _prepare(base_config, recipe, datasets, data_dir, image_size):
+    if datasets is None:
+        from tfq_pareto import data  # pylint: disable=import-outside-toplevel
+
+        datasets = data.load(base_config.dataset, data_dir=data_dir, image_size=image_size)
+    _, depthwise = experiment.check_config(dataclasses.replace(base_config, dw_bits=None),
+                                           datasets[2])
+    return datasets, depthwise
+
+
+def sweep(base_config, *, bits, widths=None, budgets_bits=None, recipe, out_dir, datasets=None,
+          data_dir=None, image_size=16, strategy=None, verbose=0, tolerance=0.03):
+    """Sec. 4: (size, accuracy, width, params) for every precision at every width or budget.
+
+    Args:
+      base_config: :class:`tfq_pareto.experiment.RunConfig` of the family and data.
+      bits: precisions: ints (depthwise convs get the same bits) or
+        ``(conv_bits, dw_bits)`` pairs.
+      widths: width multipliers, each used for every precision; or
+      budgets_bits: Eq. (6) budgets; each precision is widened to each of them
+        (unreachable ones are recorded as failed trials with the reason).
+      recipe: :class:`tfq_pareto.training.Recipe`.
+      out_dir: results folder (resumable).
+      datasets: ``(train, test, info)``; default: load ``base_config.dataset``.
+
+    Returns:
+      ``{"records": [...], "front": [...], "dominance": {...}}`` (also in results.json).
+    """
+    bits = _check_bits_list(bits)
+    if (widths is None) == (budgets_bits is None):
+        raise ValueError("give exactly one of widths and budgets_bits")
+    axis_values = _check_positive(widths if widths is not None else budgets_bits,
+                                  "widths" if widths is not None else "budgets_bits")
+    datasets, depthwise = _prepare(base_config, recipe, datasets, data_dir, image_size)
+    pairs = _precision_pairs(bits, depthwise)
+    hp = kt.HyperParameters()
+    hp.Choice(HP_CONV_BITS, sorted({c for c, _ in pairs}))
+    if depthwise:
+        hp.Choice(HP_DW_BITS, sorted({d for _, d in pairs}))
+    if widths is not None:
+        hp.Choice(HP_WIDTH, [float(w) for w in axis_values])
+    else:
+        hp.Choice(HP_BUDGET, [float(b) for b in axis_values])
+    allowed = set(pairs)
+    tuner = PrecisionTuner(
+        make_oracle("grid", hp), base_config=base_config, recipe=recipe, datasets=datasets,
+        directory=out_dir, project_name="tuner", strategy=strategy, verbose=verbose,
+        tolerance=tolerance)
+    if depthwise and len(allowed) < len({c for c, _ in pairs}) * len({d for _, d in pairs}):
+        # Only the listed (conv, dw) pairs, not their cross product.
+        tuner.trial_config = _only_pairs(tuner.trial_config, allowed)
+    summary = {"kind": "sweep", "config": dataclasses.asdict(base_config),
+               "recipe": dataclasses.asdict(recipe), "bits": [list(p) for p in pairs],
+               "widths": widths, "budgets_bits": budgets_bits}
+    records = _search(tuner, out_dir, summary, plot_grid=False)
+    result = summarize_sweep(records)
+    training.write_json(os.path.join(out_dir, RESULTS_JSON), {**summary, **result})
+    return result
+
+
+def _only_pairs(trial_config, allowed):
+    def config(hyperparameters):
+        values = hyperparameters.values
+        pair = (int(values[HP_CONV_BITS]), values.get(HP_DW_BITS))
+        if pair not in allowed:
+            raise kt.errors.FailedTrialError(f"precision {pair} not in the sweep's list")
+        return trial_config(hyperparameters)
+
+    return config
+
+
+def summarize_sweep(records):
+    """Front over all finished trials and the dominance matrix between precisions."""
+    done = [r for r in records if r.get("accuracy") is not None]
+    curves = {}
+    for r in done:
+        curves.setdefault(plots.precision_label(r), []).append((r["size_bits"], r["accuracy"]))
+    return {"records": records, "front": pareto_front(done),
+            "dominance": dominance_matrix(curves),
+            "dominance_note": "row dominates column (Definition 4.1): higher accuracy at every "
+                              "size both cover, curves linearly interpolated; null: no overlap"}
+
+
+def dual_precision_search(base_config, budget_bits, *, bits=DEFAULT_BITS, oracle="grid",
+                          max_trials=None, recipe, out_dir, datasets=None, data_dir=None,
+                          image_size=16, strategy=None, verbose=0, tolerance=0.03, seed=0):
+    """Sec. 6: the best (conv_bits, dw_bits) at one Eq. (6) budget.
+
+    Every pair of B x B (just B for families without depthwise convs) is widened
+    to ``budget_bits`` and trained; the oracle decides the order (and, but for
+    "grid", how many).
+
+    Returns:
+      ``{"best": record, "records": [...]}`` (also in results.json; grid.png is Table 7).
+    """
+    bits = _check_bits_list(bits)
+    if isinstance(budget_bits, bool) or not isinstance(budget_bits, (int, float)) or budget_bits <= 0:
+        raise ValueError(f"budget_bits must be a number > 0; received {budget_bits!r}")
+    datasets, depthwise = _prepare(base_config, recipe, datasets, data_dir, image_size)
+    hp = kt.HyperParameters()
+    hp.Choice(HP_CONV_BITS, sorted(set(bits)))
+    if depthwise:
+        hp.Choice(HP_DW_BITS, sorted(set(bits)))
+    hp.Fixed(HP_BUDGET, float(budget_bits))
+    tuner = PrecisionTuner(
+        make_oracle(oracle, hp, max_trials=max_trials, max_epochs=recipe.epochs, seed=seed),
+        base_config=base_config, recipe=recipe, datasets=datasets, directory=out_dir,
+        project_name="tuner", strategy=strategy, verbose=verbose, tolerance=tolerance)
+    summary = {"kind": "search", "oracle": oracle, "config": dataclasses.asdict(base_config),
+               "recipe": dataclasses.asdict(recipe), "budget_bits": budget_bits,
+               "bits": sorted(set(bits))}
+    records = _search(tuner, out_dir, summary, plot_grid=True)
+    done = [r for r in records if r.get("accuracy") is not None]
+    best = max(done, key=lambda r: r["accuracy"]) if done else None
+    training.write_json(os.path.join(out_dir, RESULTS_JSON), {**summary, "best": best,
+                                                              "records": records})
+    return {"best": best, "records": records}
+
+
+def replot(out_dir):
+    """Redraws the plots of a finished (or running) sweep/search from its results.json."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(out_dir, RESULTS_JSON)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path!r} does not exist: run `tfq-pareto sweep` or `search` first")
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    files = [os.path.join(out_dir, PARETO_PNG)]
+    plots.plot_pareto(results["records"], files[0])
+    if results.get("kind") == "search":
+        files.append(os.path.join(out_dir, GRID_PNG))
+        plots.plot_grid(results["records"], files[1])
+    return files

@@ -1,0 +1,192 @@
+"""keras-tuner over width x precision: one trial = build, quantize, train, evaluate.
+
+``PrecisionTuner`` subclasses keras-tuner's ``BaseTuner`` (its ``Tuner`` rejects
+tf_keras models, see the project's STACK notes) and overrides ``run_trial``:
+the trial's hyperparameters give the precision (``conv_bits``, ``dw_bits``) and
+either the ``width`` or, with a size budget, the width is found by
+:func:`tfq_pareto.width_for_size`. Every trial trains with
+:func:`tfq_pareto.experiment.run` in its own folder of the keras-tuner project
+directory (QAT model, history, record), so oracles, resuming from the project
+directory and keras-tuner's distributed mode (``KERASTUNER_TUNER_ID``,
+``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``) all work unchanged.
+"""
+
+import dataclasses
+import itertools
+import math
+import os
+
+import keras_tuner as kt
+from keras_tuner.engine import base_tuner
+
+from tfq_pareto import experiment
+from tfq_pareto.width import width_for_size
+
+#: Hyperparameter names.
+HP_CONV_BITS = "conv_bits"
+HP_DW_BITS = "dw_bits"
+HP_WIDTH = "width"
+HP_BUDGET = "budget_bits"
+
+#: Metric names a trial reports.
+METRIC_ACCURACY = "val_accuracy"
+METRIC_SIZE = "size_bits"
+
+#: The objective of every search.
+OBJECTIVE = kt.Objective(METRIC_ACCURACY, direction="max")
+
+#: Oracles by name.
+ORACLES = ("grid", "random", "bayesian", "hyperband")
+
+# A failed trial (unreachable budget, NaN loss) is recorded and the search goes on.
+_FAILURES = 10_000
+
+
+class ResumableGridOracle(kt.Oracle):
+    """Grid search over Choice/Fixed hyperparameters that survives being killed.
+
+    keras-tuner 1.4.8's ``GridSearchOracle`` keeps its position in the grid only
+    in memory: reloaded after a kill it fails with a KeyError on the next trial.
+    This oracle derives the next point from the saved trials alone: the first
+    grid point (in the order of the hyperparameters' values) that no finished
+    or ongoing trial has. A trial killed while running is simply run again.
+    """
+
+    def _grid(self):
+        space = self.hyperparameters.space
+        values = [list(hp.values) if hasattr(hp, "values") else [hp.value] for hp in space]
+        for combination in itertools.product(*values):
+            yield {hp.name: value for hp, value in zip(space, combination)}
+
+    def populate_space(self, trial_id):
+        taken = set()
+        for trial in self.trials.values():
+            finished = trial.status in ("COMPLETED", "FAILED", "INVALID")
+            if finished or trial.trial_id in self.ongoing_trials:
+                taken.add(tuple(sorted(trial.hyperparameters.values.items())))
+        for point in self._grid():
+            if tuple(sorted(point.items())) not in taken:
+                return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": point}
+        if self.ongoing_trials:
+            return {"status": kt.engine.trial.TrialStatus.IDLE, "values": None}
+        return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+
+
+def make_oracle(name, hyperparameters, *, max_trials=None, max_epochs=None, seed=0):
+    """A keras-tuner oracle over ``hyperparameters`` maximising validation accuracy."""
+    if name == "grid":
+        return ResumableGridOracle(objective=OBJECTIVE, max_trials=max_trials,
+                                   hyperparameters=hyperparameters, seed=seed,
+                                   max_consecutive_failed_trials=_FAILURES)
+    if name == "random":
+        return kt.oracles.RandomSearchOracle(objective=OBJECTIVE, max_trials=max_trials or 10,
+                                             hyperparameters=hyperparameters, seed=seed,
+                                           max_consecutive_failed_trials=_FAILURES)
+    if name == "bayesian":
+        return kt.oracles.BayesianOptimizationOracle(
+            objective=OBJECTIVE, max_trials=max_trials or 10, hyperparameters=hyperparameters,
+            seed=seed, max_consecutive_failed_trials=_FAILURES)
+    if name == "hyperband":
+        return kt.oracles.HyperbandOracle(objective=OBJECTIVE, max_epochs=max_epochs or 9,
+                                          factor=3, hyperparameters=hyperparameters, seed=seed,
+                                           max_consecutive_failed_trials=_FAILURES)
+    raise ValueError(f"oracle must be one of {ORACLES}; received {name!r}")
+
+
+class PrecisionTuner(base_tuner.BaseTuner):
+    """Trains one (precision, width) point per trial and reports accuracy and Eq. (6) size.
+
+    Args:
+      oracle: a keras-tuner oracle (see :func:`make_oracle`).
+      base_config: :class:`tfq_pareto.experiment.RunConfig` whose precision and
+        width the trials replace.
+      recipe: :class:`tfq_pareto.training.Recipe`; Hyperband's ``tuner/epochs``
+        overrides its epochs.
+      datasets: ``(train, test, info)`` from :func:`tfq_pareto.data.load`.
+      directory, project_name, overwrite: the keras-tuner project directory.
+      strategy: a ``tf.distribute`` strategy each trial trains with.
+      verbose: Keras progress of each trial.
+      tolerance: relative tolerance of the width search under a budget.
+    """
+
+    def __init__(self, oracle, *, base_config, recipe, datasets, directory, project_name,
+                 overwrite=False, strategy=None, verbose=0, tolerance=0.03, **kwargs):
+        self.base_config = base_config
+        self.recipe = recipe
+        self.datasets = datasets
+        self.strategy = strategy
+        self.run_verbose = verbose
+        self.tolerance = tolerance
+        super().__init__(oracle=oracle, hypermodel=None, directory=directory,
+                         project_name=project_name, overwrite=overwrite, **kwargs)
+
+    def trial_config(self, hyperparameters):
+        """The RunConfig a trial's hyperparameters stand for (width solved under a budget)."""
+        values = hyperparameters.values
+        conv_bits = int(values[HP_CONV_BITS])
+        dw_bits = values.get(HP_DW_BITS)
+        dw_bits = None if dw_bits is None else int(dw_bits)
+        config = dataclasses.replace(self.base_config, conv_bits=conv_bits, dw_bits=dw_bits)
+        if HP_BUDGET in values:
+            info = self.datasets[2]
+
+            def builder(width):
+                return experiment.build_float_model(dataclasses.replace(config, width=width), info)
+
+            try:
+                width = width_for_size(builder, float(values[HP_BUDGET]), conv_bits=conv_bits,
+                                       dw_bits=dw_bits, tolerance=self.tolerance)
+            except ValueError as err:
+                raise kt.errors.FailedTrialError(
+                    f"{conv_bits}/{dw_bits}-bit: budget unreachable: {err}") from err
+            return dataclasses.replace(config, width=round(width, 4))
+        return dataclasses.replace(config, width=float(values[HP_WIDTH]))
+
+    def run_trial(self, trial, *args, **kwargs):
+        config = self.trial_config(trial.hyperparameters)
+        recipe = self.recipe
+        epochs = trial.hyperparameters.values.get("tuner/epochs")
+        if epochs:
+            recipe = dataclasses.replace(recipe, epochs=int(epochs),
+                                         warmup_epochs=min(recipe.warmup_epochs, int(epochs)))
+        record = experiment.run(config, recipe, out_dir=self.get_trial_dir(trial.trial_id),
+                                verbose=self.run_verbose, strategy=self.strategy,
+                                datasets=self.datasets)
+        if not math.isfinite(record["loss"]):
+            raise kt.errors.FailedTrialError(f"loss is {record['loss']} (training diverged)")
+        return {METRIC_ACCURACY: record["accuracy"], METRIC_SIZE: float(record["size_bits"])}
+
+    def trial_records(self):
+        """One dict per trial: id, status, precision, width, size, accuracy, reason if failed."""
+        records = []
+        for trial_id, trial in sorted(self.oracle.trials.items()):
+            if trial.status == "RUNNING" and trial_id not in self.oracle.ongoing_trials:
+                continue  # killed while running; the oracle runs its point again
+            values = trial.hyperparameters.values
+            row = {
+                "trial_id": trial_id,
+                "status": str(trial.status),
+                HP_CONV_BITS: values.get(HP_CONV_BITS),
+                HP_DW_BITS: values.get(HP_DW_BITS),
+                HP_BUDGET: values.get(HP_BUDGET),
+                "message": getattr(trial, "message", None),
+            }
+            record_path = os.path.join(self.get_trial_dir(trial_id), experiment.RECORD_FILE)
+            if trial.status == "COMPLETED" and os.path.exists(record_path):
+                import json  # pylint: disable=import-outside-toplevel
+
+                with open(record_path, encoding="utf-8") as f:
+                    record = json.load(f)
+                row.update({
+                    HP_WIDTH: record["config"]["width"],
+                    "size_bits": record["size_bits"],
+                    "size_kib": record["size_kib"],
+                    "accuracy": record["accuracy"],
+                    "params": record["params"],
+                    "model_file": record["model_file"],
+                    "history_csv": record["history_csv"],
+                })
+            else:
+                row[HP_WIDTH] = values.get(HP_WIDTH)
+            records.append(row)
+        return records
