@@ -150,3 +150,39 @@ def test_cli_sweep_and_search_flags(capsys):
     with pytest.raises(SystemExit):
         cli.main(["search", "--model", "resnet_cifar", "--out", "x"])
     assert "--budget-kib" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_chief_and_two_workers_complete_a_search_together(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    out = str(tmp_path / "search")
+    script = os.path.join(os.path.dirname(__file__), "distributed_search.py")
+    processes = {}
+    for tuner_id in ("chief", "tuner0", "tuner1"):
+        env = dict(os.environ, KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+                   KERASTUNER_ORACLE_PORT=str(port))
+        processes[tuner_id] = subprocess.Popen(
+            [sys.executable, script, out], env=env, stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / f"{tuner_id}.log", "w"))
+    try:
+        for tuner_id, process in processes.items():
+            assert process.wait(timeout=900) == 0, (tmp_path / f"{tuner_id}.log").read_text()[-3000:]
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        results = json.load(f)
+    assert sorted(r["conv_bits"] for r in results["records"]) == [1, 2, 4, 8]
+    by_worker = {}
+    for name in ("tuner0", "tuner1"):
+        with open(os.path.join(out, "tuner", f"{name}.json"), encoding="utf-8") as f:
+            by_worker[name] = f.read()
+    assert all(by_worker.values())

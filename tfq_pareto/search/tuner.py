@@ -12,6 +12,7 @@ directory and keras-tuner's distributed mode (``KERASTUNER_TUNER_ID``,
 """
 
 import dataclasses
+import glob
 import itertools
 import math
 import os
@@ -60,9 +61,10 @@ class ResumableGridOracle(kt.Oracle):
 
     def populate_space(self, trial_id):
         taken = set()
+        ongoing = {t.trial_id for t in self.ongoing_trials.values()}  # keyed by tuner id
         for trial in self.trials.values():
             finished = trial.status in ("COMPLETED", "FAILED", "INVALID")
-            if finished or trial.trial_id in self.ongoing_trials:
+            if finished or trial.trial_id in ongoing:
                 taken.add(tuple(sorted(trial.hyperparameters.values.items())))
         for point in self._grid():
             if tuple(sorted(point.items())) not in taken:
@@ -156,25 +158,38 @@ class PrecisionTuner(base_tuner.BaseTuner):
             raise kt.errors.FailedTrialError(f"loss is {record['loss']} (training diverged)")
         return {METRIC_ACCURACY: record["accuracy"], METRIC_SIZE: float(record["size_bits"])}
 
+    def _saved_trials(self):
+        """The trials saved in the project directory (works on a chief, a worker or alone)."""
+        trials = []
+        for path in sorted(glob.glob(os.path.join(self.project_dir, "trial_*", "trial.json"))):
+            trials.append(kt.engine.trial.Trial.load(path))
+        return trials
+
     def trial_records(self):
-        """One dict per trial: id, status, precision, width, size, accuracy, reason if failed."""
+        """One dict per finished trial: id, status, precision, width, size, accuracy, reason.
+
+        Read from the trials saved in the project directory, so that every process
+        of a distributed search sees all of them; running (or killed) trials are
+        left out.
+        """
+        import json  # pylint: disable=import-outside-toplevel
+
         records = []
-        for trial_id, trial in sorted(self.oracle.trials.items()):
-            if trial.status == "RUNNING" and trial_id not in self.oracle.ongoing_trials:
-                continue  # killed while running; the oracle runs its point again
+        for trial in self._saved_trials():
+            if trial.status not in ("COMPLETED", "FAILED", "INVALID"):
+                continue
             values = trial.hyperparameters.values
             row = {
-                "trial_id": trial_id,
+                "trial_id": trial.trial_id,
                 "status": str(trial.status),
                 HP_CONV_BITS: values.get(HP_CONV_BITS),
                 HP_DW_BITS: values.get(HP_DW_BITS),
                 HP_BUDGET: values.get(HP_BUDGET),
+                HP_WIDTH: values.get(HP_WIDTH),
                 "message": getattr(trial, "message", None),
             }
-            record_path = os.path.join(self.get_trial_dir(trial_id), experiment.RECORD_FILE)
+            record_path = os.path.join(self.get_trial_dir(trial.trial_id), experiment.RECORD_FILE)
             if trial.status == "COMPLETED" and os.path.exists(record_path):
-                import json  # pylint: disable=import-outside-toplevel
-
                 with open(record_path, encoding="utf-8") as f:
                     record = json.load(f)
                 row.update({
@@ -186,7 +201,5 @@ class PrecisionTuner(base_tuner.BaseTuner):
                     "model_file": record["model_file"],
                     "history_csv": record["history_csv"],
                 })
-            else:
-                row[HP_WIDTH] = values.get(HP_WIDTH)
             records.append(row)
         return records
