@@ -165,7 +165,17 @@ def test_a_chief_and_two_workers_complete_a_search_together(tmp_path):
     out = str(tmp_path / "search")
     script = os.path.join(os.path.dirname(__file__), "distributed_search.py")
     processes = {}
+    import time
+
     for tuner_id in ("chief", "tuner0", "tuner1"):
+        if tuner_id == "tuner0":  # workers connect once the chief's oracle listens
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(1)
         env = dict(os.environ, KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
                    KERASTUNER_ORACLE_PORT=str(port))
         processes[tuner_id] = subprocess.Popen(
@@ -186,3 +196,24 @@ def test_a_chief_and_two_workers_complete_a_search_together(tmp_path):
         with open(os.path.join(out, "tuner", f"{name}.json"), encoding="utf-8") as f:
             by_worker[name] = f.read()
     assert all(by_worker.values())
+
+
+@pytest.mark.parametrize("name", ["grid", "random", "bayesian", "hyperband"])
+def test_every_oracle_can_be_made(name):
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    hp.Choice("conv_bits", [1, 4])
+    oracle = search.make_oracle(name, hp, max_trials=2, max_epochs=3)
+    assert isinstance(oracle, kt.Oracle)
+
+
+@pytest.mark.slow
+def test_random_oracle_search(tmp_path):
+    base = experiment.RunConfig(model="resnet_cifar", depth=20, dataset="digits")
+    datasets = _tiny_datasets()
+    budget = search.budget_of(base, datasets[2], width=0.25, conv_bits=8)
+    result = search.dual_precision_search(base, budget, bits=[1, 2, 4, 8], oracle="random",
+                                          max_trials=2, recipe=RECIPE, out_dir=str(tmp_path),
+                                          datasets=datasets)
+    assert 1 <= len(result["records"]) <= 2 and result["best"] is not None

@@ -107,8 +107,9 @@ class _Kill(keras.callbacks.Callback):
         super().__init__()
         self.after_epoch = after_epoch
 
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.after_epoch:
+    def on_epoch_begin(self, epoch, logs=None):
+        # Killed once epoch `after_epoch` has fully ended (checkpoint and CSV row written).
+        if epoch == self.after_epoch + 1:
             raise KeyboardInterrupt("killed")
 
 
@@ -145,3 +146,14 @@ def test_killed_run_resumes_at_the_next_epoch_with_the_same_history(tmp_path):
     assert history["epoch"] == [0.0, 1.0, 2.0, 3.0]
     assert history["loss"][:2] == before["loss"] and history["accuracy"][:2] == before["accuracy"]
     assert os.path.isdir(os.path.join(out, "tensorboard"))
+
+
+@pytest.mark.slow
+def test_training_under_a_mirrored_strategy(tmp_path):
+    strategy = training.make_strategy("mirrored")  # one CPU replica here; GPUs where present
+    assert strategy.num_replicas_in_sync >= 1
+    recipe = training.Recipe(epochs=1, warmup_epochs=0)
+    model, history = training.train(
+        lambda: tfq_pareto.apply(build_plain_cnn(num_classes=2), conv_bits=1), _data(), _data(),
+        recipe, steps_per_epoch=4, verbose=0, strategy=strategy)
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])

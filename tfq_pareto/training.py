@@ -220,7 +220,12 @@ def read_history(csv_path):
 
 def write_json(path, record):
     """Writes ``record`` as indented JSON (atomically: a temporary file, then a rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    import tempfile  # pylint: disable=import-outside-toplevel
+
+    # A unique temporary name: several processes (distributed search workers) may
+    # write the same file at once.
+    handle, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2, sort_keys=True, default=str)
     os.replace(tmp, path)

@@ -16,6 +16,7 @@ train no finished trial again.
 import csv
 import dataclasses
 import os
+import tempfile
 
 import keras_tuner as kt
 
@@ -88,10 +89,12 @@ def budget_of(base_config, info, *, width, conv_bits=8, dw_bits=None):
 
 def _write_results(out_dir, summary, records, plot_grid=False):
     training.write_json(os.path.join(out_dir, RESULTS_JSON), {**summary, "records": records})
-    with open(os.path.join(out_dir, RESULTS_CSV), "w", newline="", encoding="utf-8") as f:
+    handle, tmp = tempfile.mkstemp(prefix=RESULTS_CSV + ".", suffix=".tmp", dir=out_dir)
+    with os.fdopen(handle, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(records)
+    os.replace(tmp, os.path.join(out_dir, RESULTS_CSV))
     done = [r for r in records if r.get("accuracy") is not None]
     if done:
         plots.plot_pareto(records, os.path.join(out_dir, PARETO_PNG))
