@@ -8,6 +8,7 @@ variables, but received 3").
 """
 
 import os
+import warnings
 
 from tfq_pareto._keras import keras
 from tfq_pareto.scheme import quantize_scope
@@ -38,7 +39,10 @@ def save_model(model, path):
       ValueError: for ``.keras`` or any other extension, before anything is written.
     """
     save_format = _format_for(path)
-    model.save(os.fspath(path), save_format=save_format)
+    with warnings.catch_warnings():
+        # HDF5 is chosen on purpose (see the module docstring); keep tf_keras quiet about it.
+        warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+        model.save(os.fspath(path), save_format=save_format)
 
 
 def load_model(path, compile=True):  # pylint: disable=redefined-builtin
