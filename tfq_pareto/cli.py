@@ -13,24 +13,25 @@ import sys
 from tfq_pareto.models import FAMILIES, RESNET_CIFAR_DEPTHS, VGG11_VARIANTS
 
 
-def _bits(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bits must be an int in 1..8; received {text!r}") from None
-    if not 1 <= value <= 8:
-        raise argparse.ArgumentTypeError(f"bits must be an int in 1..8; received {text!r}")
-    return value
+def _checked(convert, ok, message):
+    """An argparse type: ``convert(text)``, refused with ``message`` unless ``ok(value)``."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{message}; received {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{message}; received {text!r}")
+        return value
+
+    return parse
 
 
-def _positive(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0; received {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0; received {text!r}")
-    return value
+_bits = _checked(int, lambda v: 1 <= v <= 8, "bits must be an int in 1..8")
+_positive = _checked(float, lambda v: v > 0, "expected a number > 0")
+_epochs = _checked(int, lambda v: v >= 1, "expected an int >= 1")
+_non_negative = _checked(float, lambda v: v >= 0, "expected a number >= 0")
 
 
 def family_builder(model, *, depth=20, variant=None, num_classes=None):
@@ -73,26 +74,6 @@ def _size(args, out):
                     first_last_bits=args.first_last_bits)
     print(table, file=out)
     return 0
-
-
-def _epochs(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1; received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1; received {text!r}")
-    return value
-
-
-def _non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0; received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0; received {text!r}")
-    return value
 
 
 def _act_bits(text):
