@@ -58,6 +58,18 @@ def _add_model_arguments(parser):
                         help="classifier outputs (default: the family's, 100 CIFAR / 1000 ImageNet)")
 
 
+def _add_precision_arguments(parser):
+    parser.add_argument("--width", type=_positive, default=1.0,
+                        help="width multiplier: every channel count times it (default 1.0)")
+    parser.add_argument("--conv-bits", type=_bits, required=True,
+                        help="weight bits of standard convs and dense layers, 1..8")
+    parser.add_argument("--dw-bits", type=_bits, default=None,
+                        help="weight bits of depthwise convs, 1..8 (models with depthwise convs "
+                        "only; default: --conv-bits)")
+    parser.add_argument("--first-last-bits", type=_bits, default=8,
+                        help="weight bits of the first and last layer, 1..8 (default 8)")
+
+
 def _size(args, out):
     from tfq_pareto import summary  # pylint: disable=import-outside-toplevel
     from tfq_pareto.width import width_for_size  # pylint: disable=import-outside-toplevel
@@ -290,14 +302,7 @@ def build_parser():
         "size is that budget (tfq_pareto.width_for_size).",
     )
     _add_model_arguments(size)
-    size.add_argument("--width", type=_positive, default=1.0,
-                      help="width multiplier: every channel count times it (default 1.0)")
-    size.add_argument("--conv-bits", type=_bits, required=True,
-                      help="weight bits of standard convs and dense layers, 1..8")
-    size.add_argument("--dw-bits", type=_bits, default=None,
-                      help="weight bits of depthwise convs, 1..8 (default: --conv-bits)")
-    size.add_argument("--first-last-bits", type=_bits, default=8,
-                      help="weight bits of the first and last layer, 1..8 (default 8)")
+    _add_precision_arguments(size)
     size.add_argument("--target-kib", type=_positive, default=None,
                       help="size budget in KiB: find and use the width that meets it")
     size.add_argument("--tolerance", type=float, default=0.01,
@@ -313,15 +318,7 @@ def build_parser():
         "resume an interrupted run.",
     )
     _add_model_arguments(train)
-    train.add_argument("--width", type=_positive, default=1.0,
-                       help="width multiplier: every channel count times it (default 1.0)")
-    train.add_argument("--conv-bits", type=_bits, required=True,
-                       help="weight bits of standard convs and dense layers, 1..8")
-    train.add_argument("--dw-bits", type=_bits, default=None,
-                       help="weight bits of depthwise convs, 1..8 (models with depthwise convs "
-                       "only; default: --conv-bits)")
-    train.add_argument("--first-last-bits", type=_bits, default=8,
-                       help="weight bits of the first and last layer (default 8)")
+    _add_precision_arguments(train)
     train.add_argument("--act-bits", type=_act_bits, default=8,
                        help="activation bits, 2..8 (paper: 4 on CIFAR, 8 on ImageNet; default 8)")
     train.add_argument("--dataset", default="digits",
@@ -389,10 +386,7 @@ def build_parser():
         description="Largest input + largest output feature map (at --act-bits) + all "
         "weights (at their bits), in bytes, with the per-layer feature-map sizes.")
     _add_model_arguments(memory)
-    memory.add_argument("--width", type=_positive, default=1.0, help="width multiplier")
-    memory.add_argument("--conv-bits", type=_bits, required=True, help="conv/dense bits, 1..8")
-    memory.add_argument("--dw-bits", type=_bits, default=None, help="depthwise bits, 1..8")
-    memory.add_argument("--first-last-bits", type=_bits, default=8, help="first/last layer bits")
+    _add_precision_arguments(memory)
     memory.add_argument("--act-bits", type=_bits, default=8, help="activation bits (default 8)")
     memory.add_argument("--batch-size", type=_epochs, default=1, help="images per inference")
     memory.set_defaults(handler=_analyze_memory)
