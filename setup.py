@@ -13,10 +13,13 @@ INSTALL_REQUIRES = [
     "keras-tuner==1.4.8",
     "tensorboard",
     "matplotlib",
+    # Export: the TFLite Micro interpreter + its compression tool, and LiteRT.
+    "tflite-micro==0.dev20261023182759",
+    "ai-edge-litert",
 ]
 
 EXTRAS = {
-    "test": ["pytest"],
+    "test": ["pytest", "hypothesis"],
 }
 
 setup(
@@ -28,7 +31,7 @@ setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["tfq_pareto", "tfq_pareto.*"]),
+    packages=find_packages(include=["tfq_pareto", "tfq_pareto.*", "tflite_export", "tflite_export.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

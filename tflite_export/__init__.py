@@ -1,0 +1,37 @@
+"""tflite_export: QAT models -> int8 TFLite and packed TFLite Micro artifacts.
+
+A b-bit weight of a :func:`tfq_pareto.apply` model really takes b bits in the
+packed file (TFLM LUT compression), and both files really run::
+
+    result = tflite_export.export(qat_model, x_calibration, "export/", name="resnet20")
+    print(result.sizes_table())
+"""
+
+from tflite_export.c_arrays import read_c_array, resolver_method
+from tflite_export.export import ExportResult, export, match_filters, verify, verify_dir
+from tflite_export.flatbuffer import SLIMMING_STEPS, filter_tensors, op_names, packed_tensors
+from tflite_export.runtime import MicroError, litert_outputs, micro_arena_size, micro_outputs
+from tflite_export.twin import ExportError, QuantizedKernel, check_grid, float_twin, max_levels
+
+__all__ = [
+    "ExportError",
+    "ExportResult",
+    "MicroError",
+    "QuantizedKernel",
+    "SLIMMING_STEPS",
+    "check_grid",
+    "export",
+    "filter_tensors",
+    "float_twin",
+    "litert_outputs",
+    "match_filters",
+    "max_levels",
+    "micro_arena_size",
+    "micro_outputs",
+    "op_names",
+    "packed_tensors",
+    "read_c_array",
+    "resolver_method",
+    "verify",
+    "verify_dir",
+]

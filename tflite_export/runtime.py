@@ -1,0 +1,169 @@
+"""Running .tflite files: the TFLite Micro interpreter and LiteRT's reference kernels."""
+
+import contextlib
+import os
+import re
+import tempfile
+import time
+
+import numpy as np
+
+#: Arena sizes are searched to this granularity (TFLM aligns allocations to 16 B).
+ARENA_STEP = 16
+
+
+class MicroError(RuntimeError):
+    """TFLite Micro refused a model; the message carries TFLM's own reason."""
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """Captures what C/C++ code writes to file descriptor 2; yields a list filled on exit."""
+    captured = []
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode(errors="replace"))
+
+
+def _micro_interpreter(model_bytes, arena_size):
+    from tflite_micro import runtime  # pylint: disable=import-outside-toplevel
+
+    with captured_stderr() as err:
+        try:
+            return runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=int(arena_size))
+        except RuntimeError as error:
+            failure = error
+    raise MicroError(_micro_reason(err[0], failure))
+
+
+def _micro_reason(log, error):
+    missing = re.findall(r"Didn't find op for builtin opcode '([^']+)'", log)
+    if missing:
+        return (f"TFLite Micro has no kernel for op(s) {sorted(set(missing))}; replace the "
+                "layers that produce them (see the model's op list) with supported ones")
+    failed = re.findall(r"Node (\S+) \(number (\d+)\) failed to (\w+)", log)
+    if failed:
+        op, number, stage = failed[0]
+        return f"TFLite Micro: op {op} (operator {number}) failed to {stage}: {log.strip()[-300:]}"
+    return f"TFLite Micro: {error}: {log.strip()[-300:]}"
+
+
+def micro_outputs(model_bytes, inputs, arena_size):
+    """Runs TFLM on each row of ``inputs`` (already int8/in the model's input type).
+
+    Returns:
+      an array ``(n, ...)`` of outputs.
+    """
+    interpreter = _micro_interpreter(model_bytes, arena_size)
+    outputs = []
+    with captured_stderr() as err:
+        try:
+            for row in inputs:
+                interpreter.set_input(row[None], 0)
+                interpreter.invoke()
+                outputs.append(np.array(interpreter.get_output(0)).reshape(-1))
+        except RuntimeError as error:
+            failure = error
+        else:
+            failure = None
+    if failure is not None:
+        raise MicroError(_micro_reason(err[0], failure))
+    return np.stack(outputs)
+
+
+def micro_arena_size(model_bytes, sample, upper=None):
+    """Smallest arena (bytes, a multiple of 16) in which TFLM prepares and invokes the model.
+
+    Found by bisection on real interpreter creations, so it is what this TFLM
+    build needs, including the interpreter's own bookkeeping in the arena.
+    """
+    def fits(size):
+        try:
+            micro_outputs(model_bytes, sample[:1], size)
+            return True
+        except MicroError:
+            return False
+
+    upper = upper or max(64 * 1024, 16 * len(model_bytes))
+    while not fits(upper):
+        upper *= 2
+        if upper > 1 << 31:
+            # Not an arena problem: report TFLM's reason.
+            micro_outputs(model_bytes, sample[:1], 1 << 31)
+    lower = 0
+    while upper - lower > ARENA_STEP:
+        middle = (lower + upper) // 2 // ARENA_STEP * ARENA_STEP
+        if middle <= lower:
+            break
+        if fits(middle):
+            upper = middle
+        else:
+            lower = middle
+    return upper
+
+
+def micro_invoke_seconds(model_bytes, sample, arena_size, repeats=20):
+    """Median process-CPU seconds of one TFLM ``invoke`` on ``sample[0]``."""
+    interpreter = _micro_interpreter(model_bytes, arena_size)
+    interpreter.set_input(sample[:1], 0)
+    interpreter.invoke()
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        interpreter.invoke()
+        times.append(time.process_time() - start)
+    return float(np.median(times))
+
+
+def interleaved_invoke_seconds(models, sample, arenas, repeats=20, inner=5):
+    """Median CPU seconds per ``invoke`` of several models, timed in alternation.
+
+    Interleaving puts every model under the same machine load, so their ratio is
+    meaningful on a noisy shared machine.
+    """
+    interpreters = [_micro_interpreter(m, a) for m, a in zip(models, arenas)]
+    for interpreter in interpreters:
+        interpreter.set_input(sample[:1], 0)
+        interpreter.invoke()
+    times = [[] for _ in interpreters]
+    for _ in range(repeats):
+        for slot, interpreter in enumerate(interpreters):
+            start = time.process_time()
+            for _ in range(inner):
+                interpreter.invoke()
+            times[slot].append((time.process_time() - start) / inner)
+    return [float(np.median(t)) for t in times]
+
+
+def litert_outputs(model_bytes, inputs):
+    """Runs LiteRT with its reference kernels (the ones TFLM's match) on each row of ``inputs``."""
+    from ai_edge_litert import interpreter as litert  # pylint: disable=import-outside-toplevel
+
+    interpreter = litert.Interpreter(
+        model_content=bytes(model_bytes),
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF,
+    )
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+    outputs = []
+    for row in inputs:
+        interpreter.set_tensor(input_index, row[None])
+        interpreter.invoke()
+        outputs.append(np.array(interpreter.get_tensor(output_index)).reshape(-1))
+    return np.stack(outputs)
+
+
+def io_details(model_bytes):
+    """``(input, output)`` details (shape, dtype, scale, zero point) read with LiteRT."""
+    from ai_edge_litert import interpreter as litert  # pylint: disable=import-outside-toplevel
+
+    interpreter = litert.Interpreter(model_content=bytes(model_bytes))
+    return interpreter.get_input_details()[0], interpreter.get_output_details()[0]
