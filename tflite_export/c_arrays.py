@@ -64,6 +64,7 @@ extern const unsigned int {symbol}_len;
         f"alignas(16) const unsigned char {symbol}[] = {{\n"
         + "\n".join(rows)
         + f"\n}};\nconst unsigned int {symbol}_len = {len(model_bytes)};\n"
+        + f'static_assert(sizeof({symbol}) == {len(model_bytes)}, "model size");\n'
     )
     header_path = os.path.join(out_dir, f"{name}_model_data.h")
     source_path = os.path.join(out_dir, f"{name}_model_data.cc")

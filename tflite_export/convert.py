@@ -1,8 +1,11 @@
 """Representative data handling and the full-integer int8 TFLite conversion."""
 
+import warnings
+
 import numpy as np
 
 from tfq_pareto._keras import tf
+from tflite_export.runtime import captured_stderr
 from tflite_export.twin import ExportError
 
 #: Calibration uses at most this many representative samples.
@@ -140,7 +143,11 @@ def to_int8(model, samples):
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     try:
-        return bytes(converter.convert())
+        # The converter's C++ side prints progress to fd 2 and warns that the
+        # int8 input has no statistics (it gets them from the calibration).
+        with warnings.catch_warnings(), captured_stderr():
+            warnings.simplefilter("ignore")
+            return bytes(converter.convert())
     except Exception as error:  # the converter raises ConverterError and plain Exceptions
         lines = [l.strip() for l in str(error).splitlines() if "error:" in l] or \
             [l.strip() for l in str(error).splitlines() if l.strip()] or [repr(error)]

@@ -304,6 +304,37 @@ def verify(int8_model, packed_model, representative_data, *, layers, model=None,
     return report
 
 
+def _layers_of_ops(int8_bytes, ops):
+    """Keras layer names whose converted ops are ``ops`` (from the converter's tensor names)."""
+    model = flatbuffer.read(int8_bytes)
+    graph = model.subgraphs[0]
+    layers = []
+    for op in graph.operators:
+        if flatbuffer.op_name(model, op) in ops:
+            for index in op.outputs:
+                name = (graph.tensors[index].name or b"").decode()
+                for part in name.split(";"):
+                    pieces = part.split("/")
+                    if len(pieces) > 1 and pieces[1] not in layers:
+                        layers.append(pieces[1])
+    return layers
+
+
+def _check_micro_ops(int8_bytes, inputs):
+    """Raises :class:`ExportError` naming the layers whose ops TFLM cannot run."""
+    try:
+        runtime.micro_outputs(int8_bytes, inputs[:1], max(1 << 22, 8 * len(int8_bytes)))
+    except runtime.MicroError as error:
+        if error.missing_ops:
+            layers = _layers_of_ops(int8_bytes, error.missing_ops)
+            raise ExportError(
+                f"TFLite Micro has no kernel for op(s) {list(error.missing_ops)}, produced by "
+                f"layer(s) {layers}; replace them with layers TFLM supports (e.g. ReLU/ReLU6 "
+                "for GELU) and retrain") from error
+        if not error.arena_too_small:
+            raise ExportError(f"TFLite Micro cannot run the int8 model: {error}") from error
+
+
 def _read_bytes(model):
     if isinstance(model, (bytes, bytearray)):
         return bytes(model)
@@ -390,13 +421,13 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
         exact = activation_ranges == "qat" and all(b >= 8 for b in activation_bits)
         max_output_steps = DEFAULT_MAX_OUTPUT_STEPS if exact else None
     int8_bytes = convert.to_int8(qat_twin, samples)
+    input_details, output_details = runtime.io_details(int8_bytes)
+    check_inputs = convert.quantize_inputs(samples[:MAX_VERIFY_SAMPLES], input_details)
+    _check_micro_ops(int8_bytes, check_inputs)
 
     pairs = match_filters(kernels, flatbuffer.filter_tensors(int8_bytes))
     layers = _layer_table(pairs)
     raw_packed = _pack(int8_bytes, layers)
-
-    input_details, output_details = runtime.io_details(int8_bytes)
-    check_inputs = convert.quantize_inputs(samples[:MAX_VERIFY_SAMPLES], input_details)
     raw_arena = runtime.micro_arena_size(raw_packed, check_inputs[:1])
     packed_bytes, slimming = _slim(raw_packed, check_inputs, raw_arena)
 

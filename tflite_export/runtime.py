@@ -13,7 +13,17 @@ ARENA_STEP = 16
 
 
 class MicroError(RuntimeError):
-    """TFLite Micro refused a model; the message carries TFLM's own reason."""
+    """TFLite Micro refused a model; the message carries TFLM's own reason.
+
+    Attributes:
+      missing_ops: builtin ops TFLM has no kernel for (empty for other failures).
+      arena_too_small: whether the failure was an arena allocation.
+    """
+
+    def __init__(self, message, missing_ops=(), arena_too_small=False):
+        super().__init__(message)
+        self.missing_ops = tuple(missing_ops)
+        self.arena_too_small = arena_too_small
 
 
 @contextlib.contextmanager
@@ -40,19 +50,20 @@ def _micro_interpreter(model_bytes, arena_size):
             return runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=int(arena_size))
         except RuntimeError as error:
             failure = error
-    raise MicroError(_micro_reason(err[0], failure))
+    raise _micro_error(err[0], failure)
 
 
-def _micro_reason(log, error):
-    missing = re.findall(r"Didn't find op for builtin opcode '([^']+)'", log)
+def _micro_error(log, error):
+    missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '([^']+)'", log)))
     if missing:
-        return (f"TFLite Micro has no kernel for op(s) {sorted(set(missing))}; replace the "
-                "layers that produce them (see the model's op list) with supported ones")
+        return MicroError(f"TFLite Micro has no kernel for op(s) {missing}", missing_ops=missing)
+    arena = bool(re.search(r"Failed to (allocate|resize buffer)|Requested: \d+", log))
     failed = re.findall(r"Node (\S+) \(number (\d+)\) failed to (\w+)", log)
     if failed:
         op, number, stage = failed[0]
-        return f"TFLite Micro: op {op} (operator {number}) failed to {stage}: {log.strip()[-300:]}"
-    return f"TFLite Micro: {error}: {log.strip()[-300:]}"
+        return MicroError(f"TFLite Micro: op {op} (operator {number}) failed to {stage}: "
+                          f"{log.strip()[-300:]}", arena_too_small=arena)
+    return MicroError(f"TFLite Micro: {error}: {log.strip()[-300:]}", arena_too_small=arena)
 
 
 def micro_outputs(model_bytes, inputs, arena_size):
@@ -74,7 +85,7 @@ def micro_outputs(model_bytes, inputs, arena_size):
         else:
             failure = None
     if failure is not None:
-        raise MicroError(_micro_reason(err[0], failure))
+        raise _micro_error(err[0], failure)
     return np.stack(outputs)
 
 
@@ -84,25 +95,28 @@ def micro_arena_size(model_bytes, sample, upper=None):
     Found by bisection on real interpreter creations, so it is what this TFLM
     build needs, including the interpreter's own bookkeeping in the arena.
     """
-    def fits(size):
+    def fits(size, strict):
         try:
             micro_outputs(model_bytes, sample[:1], size)
             return True
-        except MicroError:
+        except MicroError as error:
+            if strict and not error.arena_too_small:
+                raise
             return False
 
     upper = upper or max(64 * 1024, 16 * len(model_bytes))
-    while not fits(upper):
+    while not fits(upper, strict=True):
         upper *= 2
-        if upper > 1 << 31:
-            # Not an arena problem: report TFLM's reason.
-            micro_outputs(model_bytes, sample[:1], 1 << 31)
+        if upper > 1 << 30:
+            micro_outputs(model_bytes, sample[:1], upper)  # raises TFLM's reason
     lower = 0
     while upper - lower > ARENA_STEP:
         middle = (lower + upper) // 2 // ARENA_STEP * ARENA_STEP
         if middle <= lower:
             break
-        if fits(middle):
+        # The model runs in `upper` bytes: any failure below is the arena's
+        # (TFLM words some of them as "Too many buffers").
+        if fits(middle, strict=False):
             upper = middle
         else:
             lower = middle

@@ -125,8 +125,9 @@ def activation_ranges(model):
     """
     ranges = {}
     for layer in model.layers:
-        values = {w.name.split("/")[-1].split(":")[0]: float(np.asarray(w))
-                  for w in layer.weights if w.name.startswith(layer.name + "/")}
+        wanted = {name for pair in _RANGE_VARIABLES for name in pair}
+        values = {_short_name(w): float(np.asarray(w)) for w in layer.weights
+                  if _short_name(w) in wanted and np.asarray(w).size == 1}
         for low, high in _RANGE_VARIABLES:
             # A range never updated by training (min >= max, e.g. the input
             # QuantizeLayer's [0, 0] before the first step) is left to calibration.
@@ -207,7 +208,7 @@ def _twin_config(model, dense_as_conv, ranges):
     flat_dense = {
         _graph.unwrap(l).name for l in model.layers
         if type(_graph.unwrap(l)) is keras.layers.Dense  # pylint: disable=unidiomatic-typecheck
-        and len(_graph.unwrap(l).input_shape) == 2
+        and len(l.input_shape) == 2
     } if dense_as_conv else set()
     config = copy.deepcopy(model.get_config())
     if "layers" not in config or "input_layers" not in config:
@@ -256,6 +257,12 @@ def _twin_config(model, dense_as_conv, ranges):
     for key in ("input_layers", "output_layers"):
         config[key] = _rename_inbound([config[key]], rename)[0]
     return config
+
+
+def _is_tfmot_variable(weight):
+    """tfmot's bookkeeping (step counter, range min/max), not a weight of the wrapped layer."""
+    short = _short_name(weight)
+    return short == "optimizer_step" or short.endswith("_min") or short.endswith("_max")
 
 
 def _short_name(weight):
@@ -309,8 +316,7 @@ def float_twin(model, dense_as_conv=True, activation_ranges_from="qat"):
             quantized[id(weight)] = (quantizer, quantized_value(weight, quantizer, quantizer_vars))
         # tfmot takes the quantized kernels out of the inner layer's weights: find
         # every weight of the twin's layer among the wrapper's by its short name.
-        own = {_short_name(w): w for w in wrapper.weights
-               if not w.name.startswith(wrapper.name + "/")}
+        own = {_short_name(w): w for w in wrapper.weights if not _is_tfmot_variable(w)}
         values = []
         for slot in target.weights:
             weight = own.get(_short_name(slot))
