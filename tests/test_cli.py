@@ -148,6 +148,58 @@ def test_demo_tiny_runs_end_to_end(tmp_path):
     assert one["config"]["width"] > 2 * eight["config"]["width"]
     assert abs(one["size_bits"] - eight["size_bits"]) <= 0.02 * eight["size_bits"]
     assert os.path.getsize(os.path.join(out, "accuracy_vs_size.png")) > 1000
+    # It ends by exporting the DualPrecision model and printing the three sizes.
+    with open(os.path.join(out, "export", "demo_dual_precision_manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    totals = manifest["totals"]
+    assert totals["eq6_bits"] == one["size_bits"]
+    for label, size in (("Eq. (6) ideal", f"{totals['eq6_bytes']:,.1f}"),
+                        ("int8 .tflite", f"{totals['int8_file_bytes']:,}"),
+                        ("packed .tflite (TFLM)", f"{totals['packed_file_bytes']:,}")):
+        line = next(l for l in text.splitlines() if l.startswith(label))
+        assert size in line
+    assert totals["packed_file_bytes"] < totals["int8_file_bytes"] / 5
+
+
+@pytest.mark.slow
+def test_export_command_exports_a_trained_model(tmp_path):
+    import json
+    import os
+
+    run = str(tmp_path / "run")
+    assert _run(TRAIN + ["--out", run])[0] == 0
+    out = str(tmp_path / "export")
+    status, text = _run(["export", os.path.join(run, "model.h5"), "--data", "digits",
+                         "--out", out, "--name", "r20", "--validation-samples", "100"])
+    assert status == 0
+    manifest = json.load(open(os.path.join(out, "r20_manifest.json"), encoding="utf-8"))
+    assert manifest["accuracy"]["samples"] == 100
+    assert manifest["activation_bits_qat"] == [4, 8]  # TRAIN trains 4-bit activations
+    assert "packed .tflite (TFLM)" in text and "AddDecode" in text
+    for suffix in ("_int8.tflite", "_packed.tflite", "_model_data.cc", "_model_data.h"):
+        assert os.path.exists(os.path.join(out, "r20" + suffix))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["export", "missing.h5", "--data", "digits", "--out", "OUT"], "no model at 'missing.h5'"),
+    (["export", "model.keras", "--data", "digits", "--out", "OUT"], "unsupported format '.keras'"),
+    (["export", "MODEL", "--data", "digits", "--out", "OUT", "--name", "9lives"], "C identifier"),
+    (["export", "MODEL", "--data", "digits", "--image-size", "8", "--out", "OUT"],
+     "expects (16, 16, 1)"),
+    (["export", "MODEL", "--data", "npz:/nonexistent.npz", "--out", "OUT"], "does not exist"),
+])
+def test_export_errors_are_one_line(tmp_path, capsys, argv, message):
+    import tfq_pareto
+
+    model = tfq_pareto.apply(tfq_pareto.models.resnet_cifar(
+        depth=20, width_multiplier=0.25, num_classes=10, input_shape=(16, 16, 1)), conv_bits=1)
+    path = str(tmp_path / "qat.h5")
+    tfq_pareto.save_model(model, path)
+    argv = [path if a == "MODEL" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    status, _ = _run(argv)
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
 def test_demo_bad_epochs(capsys):

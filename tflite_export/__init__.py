@@ -8,6 +8,7 @@ packed file (TFLM LUT compression), and both files really run::
 """
 
 from tflite_export.c_arrays import read_c_array, resolver_method
+from tflite_export.datasets import export_arrays
 from tflite_export.export import ExportResult, export, match_filters, verify, verify_dir
 from tflite_export.flatbuffer import SLIMMING_STEPS, filter_tensors, op_names, packed_tensors
 from tflite_export.runtime import MicroError, litert_outputs, micro_arena_size, micro_outputs
@@ -21,6 +22,7 @@ __all__ = [
     "SLIMMING_STEPS",
     "check_grid",
     "export",
+    "export_arrays",
     "filter_tensors",
     "float_twin",
     "litert_outputs",

@@ -4,6 +4,7 @@
     tfq-pareto train --model resnet_cifar --depth 20 --width 2 --conv-bits 1 --act-bits 4 \
         --dataset cifar100 --epochs 300 --out runs/r20_w2_1bit
     tfq-pareto size --model resnet_cifar --depth 20 --width 1.5 --conv-bits 1
+    tfq-pareto export runs/r20_w2_1bit/model.h5 --data digits --out export/
 """
 
 import argparse
@@ -32,6 +33,7 @@ _bits = _checked(int, lambda v: 1 <= v <= 8, "bits must be an int in 1..8")
 _positive = _checked(float, lambda v: v > 0, "expected a number > 0")
 _epochs = _checked(int, lambda v: v >= 1, "expected an int >= 1")
 _non_negative = _checked(float, lambda v: v >= 0, "expected a number >= 0")
+_count = _checked(int, lambda v: v >= 0, "expected an int >= 0")
 
 
 def family_builder(model, *, depth=20, variant=None, num_classes=None):
@@ -149,6 +151,57 @@ def _demo(args, out):
     print(file=out)
     print(demo.format_table(result["records"]), file=out)
     print(f"\nwrote {result['files']['results']} and {result['files']['plot']}", file=out)
+    if args.no_export:
+        return 0
+    import os  # pylint: disable=import-outside-toplevel
+
+    import tflite_export  # pylint: disable=import-outside-toplevel
+    from tfq_pareto import saving  # pylint: disable=import-outside-toplevel
+
+    dual = result["records"][-1]
+    print(f"\nexporting the DualPrecision model ({dual['label']}) to TFLite / TFLite Micro:",
+          file=out, flush=True)
+    calibration, validation = tflite_export.export_arrays(
+        "digits", image_size=demo.DEMO_IMAGE_SIZE, calibration_samples=500)
+    result = tflite_export.export(saving.load_model(dual["model_file"]), calibration,
+                                  os.path.join(args.out, "export"), name="demo_dual_precision",
+                                  validation_data=validation)
+    _print_export(result, out)
+    return 0
+
+
+def _print_export(result, out):
+    manifest = result.manifest
+    print(result.sizes_table(), file=out)
+    totals = manifest["totals"]
+    print(f"packed / (Eq. (6) + 8 B per channel) = {totals['ratio_to_limit']:.3f}; TFLM arena: "
+          f"{totals['tflm_arena_bytes_packed']:,} B (packed), {totals['tflm_arena_bytes_int8']:,} B "
+          "(int8)", file=out)
+    if "accuracy" in manifest:
+        acc = manifest["accuracy"]
+        print(f"accuracy on {acc['samples']} test images: Keras QAT {100 * acc['keras']:.2f}%, "
+              f"int8 (LiteRT) {100 * acc['int8_litert']:.2f}%, packed (TFLM) "
+              f"{100 * acc['packed_tflm']:.2f}%", file=out)
+    print(f"register ops: {', '.join(manifest['tflm_resolver_methods'])}", file=out)
+    print("wrote " + ", ".join(result.files[k] for k in ("int8", "packed", "cc", "h", "manifest")),
+          file=out)
+
+
+def _export(args, out):
+    # The CLI is the one place where tfq_pareto reaches tflite_export (a separate
+    # package built on tfq_pareto), so the import stays inside the command.
+    import tflite_export  # pylint: disable=import-outside-toplevel
+    from tfq_pareto import saving  # pylint: disable=import-outside-toplevel
+
+    calibration, validation = tflite_export.export_arrays(
+        args.data, data_dir=args.data_dir, image_size=args.image_size,
+        calibration_samples=args.samples, validation_samples=args.validation_samples)
+    model = saving.load_model(args.model_file)
+    result = tflite_export.export(model, calibration, args.out, name=args.name,
+                                  validation_data=validation,
+                                  activation_ranges=args.activation_ranges,
+                                  time_invoke=args.time_invoke)
+    _print_export(result, out)
     return 0
 
 
@@ -365,7 +418,36 @@ def build_parser():
     demo.add_argument("--tiny", action="store_true",
                       help="1 epoch on 10%% of the data: a smoke test (seconds)")
     demo.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    demo.add_argument("--no-export", action="store_true",
+                      help="skip exporting the DualPrecision model to int8 / packed TFLite Micro")
     demo.set_defaults(handler=_demo)
+
+    export = commands.add_parser(
+        "export", help="QAT model -> int8 .tflite, packed TFLite Micro .tflite, C arrays",
+        description="Exports a QAT model saved by train/sweep/search (model.h5): an int8 "
+        "TFLite file, a TFLite Micro file whose b-bit weights take b bits (LUT-packed), the "
+        "packed model as C++ arrays and a manifest, all verified on LiteRT and TFLM. "
+        "Calibrates on training images of --data and measures accuracy on its test split.")
+    export.add_argument("model_file", metavar="MODEL.h5",
+                        help="QAT model file (.h5 or SavedModel folder)")
+    export.add_argument("--data", required=True,
+                        help="the data the model was trained on: digits, a tfds name, or "
+                        "npz:TRAIN.npz[,TEST.npz]")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--name", default="model",
+                        help="file and C symbol prefix, a C identifier (default model)")
+    export.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+    export.add_argument("--image-size", type=int, default=16,
+                        help="side of the digits images (as in training; default 16)")
+    export.add_argument("--samples", type=_epochs, default=500,
+                        help="training images to calibrate on (default 500)")
+    export.add_argument("--validation-samples", type=_count, default=2000,
+                        help="test images to measure accuracy on (default 2000, 0: none)")
+    export.add_argument("--activation-ranges", choices=("qat", "calibration"), default="qat",
+                        help="activation ranges: learned in QAT (default) or calibrated")
+    export.add_argument("--time-invoke", action="store_true",
+                        help="also time TFLM invokes, packed vs int8")
+    export.set_defaults(handler=_export)
 
     analyze = commands.add_parser("analyze", help="the paper's diagnostics (Appendix B, F)")
     analyses = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
@@ -435,7 +517,7 @@ def main(argv=None, out=None):
     out = out or sys.stdout
     try:
         return args.handler(args, out)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError, RuntimeError) as err:
         print(f"tfq-pareto {args.command}: error: {err}", file=sys.stderr)
         return 2
 

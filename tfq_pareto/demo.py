@@ -18,6 +18,8 @@ from tfq_pareto import experiment, search, training
 #: The family the demo trains, and its depth.
 DEMO_MODEL = "resnet_cifar"
 DEMO_DEPTH = 20
+#: Side of the upsampled digits images the demo trains on.
+DEMO_IMAGE_SIZE = 16
 
 RESULTS_FILE = "results.json"
 PLOT_FILE = "accuracy_vs_size.png"
@@ -66,7 +68,7 @@ def run_demo(out_dir="runs/demo", *, epochs=12, act_bits=8, tiny=False, verbose=
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1; received {epochs!r}")
     os.makedirs(out_dir, exist_ok=True)
-    train_raw, test_raw, info = data_lib.load("digits", image_size=16)
+    train_raw, test_raw, info = data_lib.load("digits", image_size=DEMO_IMAGE_SIZE)
     if tiny:
         epochs = 1
         train_raw = train_raw.take(info.num_train // 10)

@@ -46,7 +46,15 @@ def save_model(model, path):
 
 
 def load_model(path, compile=True):  # pylint: disable=redefined-builtin
-    """Loads a model saved by :func:`save_model` (or ``model.save``) inside :func:`quantize_scope`."""
+    """Loads a model saved by :func:`save_model` (or ``model.save``) inside :func:`quantize_scope`.
+
+    With ``compile=True`` the optimizer is restored too, including the Appendix A
+    learning-rate schedule (:class:`tfq_pareto.training.WarmupCosine`).
+    """
+    from tfq_pareto.training import WarmupCosine  # pylint: disable=import-outside-toplevel
+
     _format_for(path)
-    with quantize_scope():
+    if not os.path.exists(os.fspath(path)):
+        raise FileNotFoundError(f"no model at {os.fspath(path)!r}")
+    with quantize_scope({"WarmupCosine": WarmupCosine}):
         return keras.models.load_model(os.fspath(path), compile=compile)
