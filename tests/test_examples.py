@@ -36,3 +36,19 @@ def test_cifar100_pareto_tiny(tmp_path):
 def test_imagenet_dualprecision_tiny(tmp_path):
     out = _run("imagenet_dualprecision.py", "--out", str(tmp_path))
     assert "8-bit" in out and "DualPrecision 4/8" in out and "top-1" in out
+
+
+@pytest.mark.slow
+def test_export_to_micro_tiny(tmp_path):
+    import json
+
+    out = tmp_path / "export"
+    text = _run("export_to_micro.py", "--out", str(out))
+    assert "resolver.AddDecode();" in text and "tensor arena:" in text
+    manifest = json.load(open(out / "digits_manifest.json", encoding="utf-8"))
+    assert manifest["verification"]["tflm_packed_equals_int8"]
+    assert manifest["accuracy"]["packed_tflm"] == manifest["accuracy"]["int8_litert"]
+    # The saved QAT model exports to the same packed file.
+    again = tmp_path / "again"
+    _run("export_to_micro.py", "--model", str(out / "qat.h5"), "--out", str(again))
+    assert (again / "digits_packed.tflite").read_bytes() == (out / "digits_packed.tflite").read_bytes()
