@@ -22,7 +22,8 @@ def test_readme_quickstart_runs():
 
 
 @pytest.mark.slow
-def test_readme_every_python_snippet_runs():
+def test_readme_every_python_snippet_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # snippets write their outputs (e.g. export_digits/) here
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
     assert len(blocks) >= 2

@@ -29,8 +29,71 @@ def read(model_bytes):
     return schema.ModelT.InitFromPackedBuf(bytes(model_bytes), 0)
 
 
-def write(model):
-    """Serializes a ``ModelT``, 16-byte aligning its buffers as TFLM requires."""
+class _SharingBuilder(flatbuffers.Builder):
+    """A flatbuffer builder that writes each distinct NumPy vector once.
+
+    Identical vectors (tensor shapes, zero points, scales, even buffers) are
+    stored once and referred to from every table that uses them, which the
+    format allows. ``uint8`` vectors (buffer data) are 16-byte aligned, the
+    schema's ``force_align`` that the Python library otherwise ignores.
+    """
+
+    def __init__(self, size=1024):
+        super().__init__(size)
+        self._written = {}
+
+    def CreateNumpyVector(self, x):  # pylint: disable=invalid-name
+        x = np.ascontiguousarray(x)
+        key = (x.dtype.str, x.shape, x.tobytes())
+        if key in self._written:
+            return self._written[key]
+        little = x if x.dtype.str[0] in "<|" else x.byteswap()
+        payload = little.astype(little.dtype.newbyteorder("<"), copy=False).tobytes()
+        alignment = 16 if x.dtype == np.uint8 else x.dtype.alignment
+        self.StartVector(x.itemsize, x.size, alignment)
+        self.head = self.head - len(payload)
+        self.Bytes[self.head:self.head + len(payload)] = payload
+        self.vectorNumElems = x.size
+        offset = self.EndVector()
+        self._written[key] = offset
+        return offset
+
+
+def _as_arrays(model):
+    """Lists set by the slimming steps -> NumPy arrays, so the builder can share them."""
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            op.inputs = np.asarray(op.inputs, np.int32)
+            op.outputs = np.asarray(op.outputs, np.int32)
+        graph.inputs = np.asarray(graph.inputs, np.int32)
+        graph.outputs = np.asarray(graph.outputs, np.int32)
+        for tensor in graph.tensors:
+            if tensor.shape is not None:
+                tensor.shape = np.asarray(tensor.shape, np.int32)
+            q = tensor.quantization
+            if q is not None:
+                if q.scale is not None:
+                    q.scale = np.asarray(q.scale, np.float32)
+                if q.zeroPoint is not None:
+                    q.zeroPoint = np.asarray(q.zeroPoint, np.int64)
+    for buffer in model.buffers:
+        if buffer.data is not None:
+            buffer.data = np.asarray(buffer.data, np.uint8)
+
+
+def write(model, share_vectors=False):
+    """Serializes a ``ModelT`` with its buffers 16-byte aligned, as TFLM requires.
+
+    Args:
+      model: the object tree.
+      share_vectors: write each distinct vector once (:class:`_SharingBuilder`);
+        otherwise re-serialize through TFLM's C++ aligner, as its compressor does.
+    """
+    if share_vectors:
+        _as_arrays(model)
+        builder = _SharingBuilder(1024)
+        builder.Finish(model.Pack(builder), file_identifier=_FILE_IDENTIFIER)
+        return bytes(builder.Output())
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=_FILE_IDENTIFIER)
     return align(bytes(builder.Output()))
@@ -448,6 +511,11 @@ def drop_decode_input_shapes(model_bytes):
     return write(model)
 
 
+def share_vectors(model_bytes):
+    """Writes every distinct vector once (shapes, scales, zero points, buffers)."""
+    return write(read(model_bytes), share_vectors=True)
+
+
 #: The slimming steps, in the order export() applies them.
 SLIMMING_STEPS = (
     ("names_and_signatures", strip_names),
@@ -458,6 +526,7 @@ SLIMMING_STEPS = (
     ("empty_buffers", share_empty_buffers),
     ("pointwise_conv_to_fully_connected", pointwise_conv_to_fully_connected),
     ("decode_input_shapes", drop_decode_input_shapes),
+    ("shared_vectors", share_vectors),
 )
 
 

@@ -6,12 +6,44 @@ package imports ``keras``, ``tf`` and ``tfmot`` from here and never ``import ker
 """
 
 import os
+import sys
+import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-import tensorflow_model_optimization as tfmot  # noqa: E402
+#: Import-time lines of TensorFlow's C++ logging that carry no information for
+#: users (oneDNN notice, missing CUDA on CPU machines). TF 2.21 writes them
+#: through absl before TF_CPP_MIN_LOG_LEVEL applies, so they are filtered here.
+_IMPORT_NOISE = ("I0000 ", "WARNING: All log messages before absl::InitializeLog()")
+
+
+def _import_tensorflow():
+    """Imports TF, tf_keras and tfmot, dropping TF's import-time INFO lines from stderr."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (e.g. some notebooks): import plainly
+        saved = None
+    sink = tempfile.TemporaryFile(mode="w+b") if saved is not None else None
+    if sink is not None:
+        os.dup2(sink.fileno(), 2)
+    try:
+        import tensorflow  # pylint: disable=import-outside-toplevel
+        import tensorflow_model_optimization  # pylint: disable=import-outside-toplevel
+        import tf_keras  # pylint: disable=import-outside-toplevel
+    finally:
+        if sink is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode(errors="replace").splitlines(keepends=True):
+                if not line.startswith(_IMPORT_NOISE):
+                    sys.stderr.write(line)
+            sink.close()
+    return tensorflow, tf_keras, tensorflow_model_optimization
+
+
+tf, keras, tfmot = _import_tensorflow()
 
 __all__ = ["tf", "keras", "tfmot"]

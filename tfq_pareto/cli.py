@@ -14,6 +14,13 @@ import sys
 from tfq_pareto.models import FAMILIES, RESNET_CIFAR_DEPTHS, VGG11_VARIANTS
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``tfq-pareto train: error: ... (see --help)``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _checked(convert, ok, message):
     """An argparse type: ``convert(text)``, refused with ``message`` unless ``ok(value)``."""
 
@@ -343,7 +350,7 @@ def _add_search_arguments(parser):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfq-pareto",
         description="Pareto-efficient quantized CNNs (Chin et al.) on tf_keras + tfmot.",
     )

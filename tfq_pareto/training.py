@@ -152,6 +152,38 @@ class _EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good epoch's checkpoint is kept."""
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises :class:`TrainingDivergedError` at the first batch whose loss is not finite.
+
+    Raising (rather than ``stop_training``) ends ``fit`` before the epoch-end
+    backup, so ``BackupAndRestore`` keeps the checkpoint of the last good epoch
+    and does not delete it as it would after a finished run.
+    """
+
+    def __init__(self, out_dir):
+        super().__init__()
+        self._out_dir = out_dir
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            where = (f"the checkpoint of the last finished epoch ({self._epoch}) is kept in "
+                     f"{os.path.join(self._out_dir, 'backup')!r}; rerun to resume from it "
+                     "with a lower learning rate" if self._out_dir and self._epoch
+                     else "no epoch finished, so there is no checkpoint")
+            raise TrainingDivergedError(
+                f"training diverged: the loss became {loss} at epoch {self._epoch + 1}, "
+                f"batch {batch + 1}; {where}")
+
+
 def compile_model(model, recipe, steps_per_epoch):
     """Compiles ``model`` with the recipe's optimizer, loss and accuracy."""
     model.compile(
@@ -184,6 +216,10 @@ def train(model, train_data, val_data, recipe=CIFAR, *, steps_per_epoch, out_dir
     Returns:
       (model, history): the trained model and ``{metric: [per-epoch values]}``,
       the whole run's history when resumed (read back from ``history.csv``).
+
+    Raises:
+      TrainingDivergedError: when a batch's loss is NaN or infinite; the backup
+        of the last finished epoch stays in ``out_dir/backup``.
     """
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
@@ -192,7 +228,7 @@ def train(model, train_data, val_data, recipe=CIFAR, *, steps_per_epoch, out_dir
         compile_model(model, recipe, steps_per_epoch)
     # Extra callbacks run before the loggers so that what they add to the epoch logs
     # (e.g. MeanAbsVarianceCallback) reaches history.csv and TensorBoard.
-    all_callbacks = [_EpochTimer()] + list(callbacks)
+    all_callbacks = [_EpochTimer(), _StopOnNonFiniteLoss(out_dir)] + list(callbacks)
     csv_path = None
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
