@@ -519,14 +519,33 @@ def build_parser():
 
 
 def main(argv=None, out=None):
-    """Entry point of ``tfq-pareto``; returns the exit status."""
+    """Entry point of ``tfq-pareto``; returns the exit status.
+
+    Errors print one line, ``tfq-pareto COMMAND: error: ...``, and exit with 2
+    (bad input) or 1 (anything else); set ``TFQ_PARETO_TRACEBACK=1`` to get the
+    traceback instead. Ctrl-C exits with 130; train, sweep, search and demo
+    resume when rerun.
+    """
+    import os  # pylint: disable=import-outside-toplevel
+
     args = build_parser().parse_args(argv)
     out = out or sys.stdout
+    command = " ".join(c for c in (args.command, getattr(args, "analysis", None)) if c)
     try:
         return args.handler(args, out)
-    except (ValueError, OSError, RuntimeError) as err:
-        print(f"tfq-pareto {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"tfq-pareto {command}: interrupted; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    except Exception as err:  # pylint: disable=broad-except
+        if os.environ.get("TFQ_PARETO_TRACEBACK"):
+            raise
+        expected = isinstance(err, (ValueError, OSError))
+        reason = str(err).strip().replace("\n", " ") or type(err).__name__
+        if not expected:
+            reason = f"{type(err).__name__}: {reason}"
+        print(f"tfq-pareto {command}: error: {reason}", file=sys.stderr)
+        return 2 if expected else 1
 
 
 if __name__ == "__main__":

@@ -251,7 +251,10 @@ def read_history(csv_path):
 
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    def number(text):  # CSVLogger writes "NA" for a metric an epoch lacks
+        return float("nan") if text in ("NA", "") else float(text)
+
+    return {key: [number(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
 def write_json(path, record):
