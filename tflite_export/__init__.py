@@ -7,7 +7,7 @@ packed file (TFLM LUT compression), and both files really run::
     print(result.sizes_table())
 """
 
-from tflite_export.c_arrays import read_c_array, resolver_method
+from tflite_export.c_arrays import check_name, read_c_array, resolver_method
 from tflite_export.datasets import export_arrays
 from tflite_export.export import ExportResult, export, match_filters, verify, verify_dir
 from tflite_export.flatbuffer import SLIMMING_STEPS, filter_tensors, op_names, packed_tensors
@@ -21,6 +21,7 @@ __all__ = [
     "QuantizedKernel",
     "SLIMMING_STEPS",
     "check_grid",
+    "check_name",
     "export",
     "export_arrays",
     "filter_tensors",

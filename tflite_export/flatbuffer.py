@@ -531,14 +531,19 @@ SLIMMING_STEPS = (
 
 
 def quantization_bytes(model_bytes):
-    """Bytes of per-tensor quantization vectors (scales, zero points) the model carries."""
+    """Bytes of the distinct quantization vectors (scales, zero points) the model carries.
+
+    Distinct by content: after :func:`share_vectors` identical vectors are stored once.
+    """
     model = read(model_bytes)
-    total = 0
+    seen = set()
     for graph in model.subgraphs:
         for tensor in graph.tensors:
             q = tensor.quantization
             if q is None:
                 continue
-            total += 4 * len(q.scale if q.scale is not None else [])
-            total += 8 * len(q.zeroPoint if q.zeroPoint is not None else [])
-    return total
+            if q.scale is not None and len(q.scale):
+                seen.add(("f4", np.asarray(q.scale, np.float32).tobytes()))
+            if q.zeroPoint is not None and len(q.zeroPoint):
+                seen.add(("i8", np.asarray(q.zeroPoint, np.int64).tobytes()))
+    return sum(len(data) for _, data in seen)

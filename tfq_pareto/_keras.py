@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #: users (oneDNN notice, missing CUDA on CPU machines). TF 2.21 writes them
 #: through absl before TF_CPP_MIN_LOG_LEVEL applies, so they are filtered here.
 _IMPORT_NOISE = ("I0000 ", "WARNING: All log messages before absl::InitializeLog()")
+#: The CUDA probe's complaint on machines without a GPU (an E-level line, but harmless).
+_NO_GPU_NOISE = "failed call to cuInit"
 
 
 def _import_tensorflow():
@@ -32,13 +34,16 @@ def _import_tensorflow():
         import tensorflow  # pylint: disable=import-outside-toplevel
         import tensorflow_model_optimization  # pylint: disable=import-outside-toplevel
         import tf_keras  # pylint: disable=import-outside-toplevel
+
+        # Probe the devices now, while stderr is filtered, rather than at the first op.
+        tensorflow.config.list_physical_devices()
     finally:
         if sink is not None:
             os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
             for line in sink.read().decode(errors="replace").splitlines(keepends=True):
-                if not line.startswith(_IMPORT_NOISE):
+                if not line.startswith(_IMPORT_NOISE) and _NO_GPU_NOISE not in line:
                     sys.stderr.write(line)
             sink.close()
     return tensorflow, tf_keras, tensorflow_model_optimization

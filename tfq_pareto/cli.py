@@ -200,10 +200,11 @@ def _export(args, out):
     import tflite_export  # pylint: disable=import-outside-toplevel
     from tfq_pareto import saving  # pylint: disable=import-outside-toplevel
 
+    tflite_export.check_name(args.name)
+    model = saving.load_model(args.model_file, compile=False)  # before any data is loaded
     calibration, validation = tflite_export.export_arrays(
         args.data, data_dir=args.data_dir, image_size=args.image_size,
         calibration_samples=args.samples, validation_samples=args.validation_samples)
-    model = saving.load_model(args.model_file)
     result = tflite_export.export(model, calibration, args.out, name=args.name,
                                   validation_data=validation,
                                   activation_ranges=args.activation_ranges,
