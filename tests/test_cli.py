@@ -153,7 +153,7 @@ def test_demo_tiny_runs_end_to_end(tmp_path):
         manifest = json.load(f)
     totals = manifest["totals"]
     assert totals["eq6_bits"] == one["size_bits"]
-    for label, size in (("Eq. (6) ideal", f"{totals['eq6_bytes']:,.1f}"),
+    for label, size in (("Eq. (6) ideal", f"{totals['eq6_bytes']:,}"),
                         ("int8 .tflite", f"{totals['int8_file_bytes']:,}"),
                         ("packed .tflite (TFLM)", f"{totals['packed_file_bytes']:,}")):
         line = next(l for l in text.splitlines() if l.startswith(label))

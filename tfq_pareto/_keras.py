@@ -15,7 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #: Import-time lines of TensorFlow's C++ logging that carry no information for
 #: users (oneDNN notice, missing CUDA on CPU machines). TF 2.21 writes them
 #: through absl before TF_CPP_MIN_LOG_LEVEL applies, so they are filtered here.
-_IMPORT_NOISE = ("I0000 ", "WARNING: All log messages before absl::InitializeLog()")
+_IMPORT_NOISE = ("I0000 ", "WARNING: All log messages before absl::InitializeLog()",
+                 "To enable the following instructions:")
 #: The CUDA probe's complaint on machines without a GPU (an E-level line, but harmless).
 _NO_GPU_NOISE = "failed call to cuInit"
 

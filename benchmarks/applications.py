@@ -1,0 +1,140 @@
+"""tf_keras.applications through apply -> one fit step -> export -> TFLite Micro.
+
+For the smallest member of every CNN family in ``tf_keras.applications`` (built
+with ``weights=None`` at a small input, ``include_top=False``, average pooling
+and a 10-way Dense head), runs DualPrecision ``tfq_pareto.apply(model,
+conv_bits=1, dw_bits=4)``, one training step, and ``tflite_export.export``, which
+converts, packs, runs both files on TFLM (and the int8 file on LiteRT) and
+verifies them. A family passes when all of that works; otherwise the record keeps
+the error, which must name the layer (or op) at fault.
+
+    python benchmarks/applications.py                      # every family, ~20 minutes
+    python benchmarks/applications.py --apps MobileNet VGG16 --out /tmp/apps.json
+
+Writes ``benchmarks/results/applications.json`` (a record per family, kept as
+each finishes: a rerun skips finished ones) and prints the README table.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+import tflite_export
+import tfq_pareto
+from tfq_pareto import keras
+from tfq_pareto.training import write_json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(HERE, "results", "applications.json")
+
+#: family -> (smallest member, input side, constructor options, the other members)
+FAMILIES = {
+    "MobileNet": ("MobileNet", 32, {"alpha": 0.25}, []),
+    "MobileNetV2": ("MobileNetV2", 32, {"alpha": 0.35}, []),
+    "MobileNetV3": ("MobileNetV3Small", 32, {"alpha": 0.75, "minimalistic": True},
+                    ["MobileNetV3Large"]),
+    "ResNet": ("ResNet50", 32, {}, ["ResNet101", "ResNet152"]),
+    "ResNetV2": ("ResNet50V2", 32, {}, ["ResNet101V2", "ResNet152V2"]),
+    "ResNetRS": ("ResNetRS50", 32, {}, ["ResNetRS101", "...", "ResNetRS420"]),
+    "VGG": ("VGG16", 32, {}, ["VGG19"]),
+    "DenseNet": ("DenseNet121", 32, {}, ["DenseNet169", "DenseNet201"]),
+    "InceptionV3": ("InceptionV3", 75, {}, []),
+    "InceptionResNetV2": ("InceptionResNetV2", 75, {}, []),
+    "Xception": ("Xception", 71, {}, []),
+    "NASNet": ("NASNetMobile", 32, {}, ["NASNetLarge"]),
+    "EfficientNet": ("EfficientNetB0", 32, {}, ["EfficientNetB1", "...", "EfficientNetB7"]),
+    "EfficientNetV2": ("EfficientNetV2B0", 32, {}, ["EfficientNetV2B1", "...", "EfficientNetV2L"]),
+    "RegNetX": ("RegNetX002", 32, {}, ["RegNetX004", "...", "RegNetX320"]),
+    "RegNetY": ("RegNetY002", 32, {}, ["RegNetY004", "...", "RegNetY320"]),
+    "ConvNeXt": ("ConvNeXtTiny", 32, {}, ["ConvNeXtSmall", "...", "ConvNeXtXLarge"]),
+}
+
+
+def build(family):
+    name, side, options, _ = FAMILIES[family]
+    constructor = getattr(keras.applications, name)
+    base = constructor(include_top=False, weights=None, input_shape=(side, side, 3),
+                       pooling="avg", **options)
+    outputs = keras.layers.Dense(10, name="logits")(base.output)
+    return keras.Model(base.input, outputs, name=name.lower())
+
+
+def check(family):
+    """Runs one family; returns its record (``status`` is "passes", "apply" or "export")."""
+    name, side, options, others = FAMILIES[family]
+    record = {"family": family, "model": name, "input": side, "options": options,
+              "other_members": others}
+    start = time.perf_counter()
+    model = build(family)
+    record["params"] = int(model.count_params())
+    try:
+        qat = tfq_pareto.apply(model, conv_bits=1, dw_bits=4)
+    except (ValueError, TypeError) as error:
+        record.update(status="apply", error=str(error).splitlines()[0][:400])
+        return record
+    rng = np.random.default_rng(0)
+    x = rng.random((8, side, side, 3)).astype("float32")
+    y = rng.integers(0, 10, 8)
+    qat.compile(keras.optimizers.SGD(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            result = tflite_export.export(qat, x[:4], tmp, name="app", max_output_steps=None)
+        except tflite_export.ExportError as error:
+            record.update(status="export", error=str(error)[:400])
+            return record
+    totals = result.totals
+    record.update(
+        status="passes", ops=result.manifest["ops"],
+        eq6_bytes=totals["eq6_bytes"], int8_file_bytes=totals["int8_file_bytes"],
+        packed_file_bytes=totals["packed_file_bytes"], ratio_to_limit=totals["ratio_to_limit"],
+        keras_max_output_steps=result.manifest["verification"]["keras_max_output_steps"],
+        seconds=time.perf_counter() - start)
+    return record
+
+
+def markdown(records):
+    lines = ["| family (tested member, input) | result | packed / int8 file | note |",
+             "|---|---|---|---|"]
+    for r in records:
+        member = f"{r['model']} {r['input']}x{r['input']}"
+        if r["options"]:
+            member += " " + ", ".join(f"{k}={v}" for k, v in r["options"].items())
+        if r["status"] == "passes":
+            lines.append(f"| {r['family']} ({member}) | passes | {r['packed_file_bytes']:,} / "
+                         f"{r['int8_file_bytes']:,} B | ops: {', '.join(r['ops'])} |")
+        else:
+            error = r["error"].replace("|", "/")
+            lines.append(f"| {r['family']} ({member}) | refused by `{r['status']}` | - | {error} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apps", nargs="+", choices=sorted(FAMILIES), default=list(FAMILIES))
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    args = parser.parse_args()
+    results = {"records": []}
+    if os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as f:
+            results = json.load(f)
+    done = {r["family"] for r in results["records"]}
+    for family in args.apps:
+        if family in done:
+            continue
+        record = check(family)
+        results["records"].append(record)
+        write_json(args.out, results)
+        print(f"{family}: {record['status']} {record.get('error', '')[:200]}", flush=True)
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    results["records"].sort(key=lambda r: order[r["family"]])
+    write_json(args.out, results)
+    print(markdown(results["records"]))
+
+
+if __name__ == "__main__":
+    main()
