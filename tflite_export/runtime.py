@@ -89,18 +89,32 @@ def micro_outputs(model_bytes, inputs, arena_size):
     return np.stack(outputs)
 
 
+def _recorded_arena_bytes(model_bytes, sample, arena_size):
+    """Arena bytes TFLM's recording allocator reports after one invoke, or None."""
+    interpreter = _micro_interpreter(model_bytes, arena_size)
+    with captured_stderr() as log:
+        interpreter.set_input(sample[:1], 0)
+        interpreter.invoke()
+        interpreter.print_allocations()
+    found = re.search(r"Arena allocation total (\d+) bytes", log[0])
+    return int(found.group(1)) if found else None
+
+
 def micro_arena_size(model_bytes, sample, upper=None):
     """Smallest arena (bytes, a multiple of 16) in which TFLM prepares and invokes the model.
 
-    Found by bisection on real interpreter creations (TFLM plans and allocates
-    the whole arena when it is created), so it is what this TFLM build needs,
-    including the interpreter's own bookkeeping in the arena.
+    Starts from the total TFLM's recording allocator reports and bisects upwards
+    on real interpreter creations (TFLM plans and allocates the whole arena when
+    it is created), so the result is what this TFLM build needs, including the
+    interpreter's own bookkeeping. Sizes below the reported total are never
+    tried: TFLM can crash, rather than fail, when its persistent structures do
+    not fit.
     """
     def fits(size, strict):
         try:
             if strict:
                 micro_outputs(model_bytes, sample[:1], size)
-            else:  # TFLM allocates everything (tensors, scratch, DECODE outputs) up front
+            else:
                 _micro_interpreter(model_bytes, size)
             return True
         except MicroError as error:
@@ -108,18 +122,22 @@ def micro_arena_size(model_bytes, sample, upper=None):
                 raise
             return False
 
-    upper = upper or max(64 * 1024, 16 * len(model_bytes))
+    upper = upper or max(1 << 18, 2 * len(model_bytes))
     while not fits(upper, strict=True):
         upper *= 2
-        if upper > 1 << 30:
+        if upper > 1 << 31:
             micro_outputs(model_bytes, sample[:1], upper)  # raises TFLM's reason
-    lower = 0
+    recorded = _recorded_arena_bytes(model_bytes, sample, upper)
+    if recorded is None:
+        return upper
+    lower = max(0, (recorded // ARENA_STEP) * ARENA_STEP - ARENA_STEP)
+    if fits(lower + ARENA_STEP, strict=False):
+        return lower + ARENA_STEP
+    lower += ARENA_STEP
     while upper - lower > ARENA_STEP:
         middle = (lower + upper) // 2 // ARENA_STEP * ARENA_STEP
         if middle <= lower:
             break
-        # The model runs in `upper` bytes: any failure below is the arena's
-        # (TFLM words some of them as "Too many buffers").
         if fits(middle, strict=False):
             upper = middle
         else:

@@ -1,0 +1,38 @@
+"""tf_keras.applications through apply -> fit -> export -> TFLM (benchmarks/applications.py).
+
+CI runs two quick families: one that passes and one that apply refuses. Both must
+agree with the table in the README, which comes from the full run.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _readme_status(family):
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        rows = [l for l in f.read().splitlines() if re.match(rf"\| {re.escape(family)} \(", l)]
+    assert len(rows) == 1, f"README has no applications row for {family}"
+    return rows[0].split("|")[2].strip()
+
+
+@pytest.mark.slow
+def test_applications_match_the_readme_table(tmp_path):
+    out = tmp_path / "apps.json"
+    subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "applications.py"),
+                    "--apps", "MobileNet", "MobileNetV3", "--out", str(out)],
+                   check=True, capture_output=True, timeout=900)
+    records = {r["family"]: r for r in json.load(open(out, encoding="utf-8"))["records"]}
+    passed = records["MobileNet"]
+    assert passed["status"] == "passes" and "TFLM_DECODE" in passed["ops"]
+    assert passed["packed_file_bytes"] < passed["int8_file_bytes"]
+    refused = records["MobileNetV3"]
+    assert refused["status"] == "apply" and "'rescaling (Rescaling)'" in refused["error"]
+    assert _readme_status("MobileNet") == "passes"
+    assert _readme_status("MobileNetV3") == "refused by `apply`"
