@@ -347,3 +347,23 @@ def test_resolver_method_names():
     assert tflite_export.resolver_method("FULLY_CONNECTED") == "AddFullyConnected"
     assert tflite_export.resolver_method("AVERAGE_POOL_2D") == "AddAveragePool2D"
     assert tflite_export.resolver_method("TFLM_DECODE") == "AddDecode"
+
+
+def test_pooling_keeps_its_input_scale_so_qat_ranges_still_convert(tmp_path):
+    """AVERAGE_POOL_2D / MAX_POOL_2D must keep their input's scale (DenseNet's transitions)."""
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.AveragePooling2D(2, name="avg")(x)
+    x = keras.layers.Conv2D(8, 1, name="conv2")(x)
+    x = keras.layers.MaxPooling2D(2, name="max")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(5, name="logits")(x)
+    x_data, y = _data((12, 12, 3))
+    qat = _trained(tfq_pareto.apply(keras.Model(inputs, outputs), conv_bits=2), x_data, y)
+    result = tflite_export.export(qat, x_data, str(tmp_path))
+    assert result.manifest["activation_ranges"] == "qat"
+    assert result.manifest["activation_ranges_note"] is None
+    assert {"AVERAGE_POOL_2D", "MAX_POOL_2D"} <= set(result.manifest["ops"])
+    assert result.manifest["verification"]["keras_max_output_steps"] <= 8

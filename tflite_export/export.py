@@ -420,11 +420,21 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
         convert.labelled_arrays(validation_data, model, max_samples=1)  # fail early
     qat_twin, kernels = twin.float_twin(model, activation_ranges_from=activation_ranges)
     twin.check_grid(kernels)
+    ranges_note = None
+    try:
+        int8_bytes = convert.to_int8(qat_twin, samples)
+    except ExportError as error:
+        if activation_ranges != "qat":
+            raise
+        # Some op's quantization constraints conflict with the QAT ranges: calibrate all.
+        ranges_note = f"QAT ranges refused by the converter ({error}); all ranges calibrated"
+        activation_ranges = "calibration"
+        qat_twin, kernels = twin.float_twin(model, activation_ranges_from="calibration")
+        int8_bytes = convert.to_int8(qat_twin, samples)
     activation_bits = _activation_bits(model)
     if max_output_steps == "auto":
         exact = activation_ranges == "qat" and all(b >= 8 for b in activation_bits)
         max_output_steps = DEFAULT_MAX_OUTPUT_STEPS if exact else None
-    int8_bytes = convert.to_int8(qat_twin, samples)
     input_details, output_details = runtime.io_details(int8_bytes)
     check_inputs = convert.quantize_inputs(samples[:MAX_VERIFY_SAMPLES], input_details)
     _check_micro_ops(int8_bytes, check_inputs)
@@ -505,6 +515,7 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
         "activation_bits_qat": activation_bits,
         "activation_bits_exported": 8,
         "activation_ranges": activation_ranges,
+        "activation_ranges_note": ranges_note,
         "ops": ops,
         "tflm_resolver_methods": [c_arrays.resolver_method(op) for op in ops],
         "layers": layers,

@@ -116,6 +116,12 @@ _RANGE_VARIABLES = (("post_activation_min", "post_activation_max"),
                     ("quantize_layer_min", "quantize_layer_max"))
 
 
+#: Layers whose TFLite ops (AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE) must keep the
+#: input's quantization: a QAT output range of their own would break conversion.
+_SAME_SCALE_LAYERS = (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D,
+                      keras.layers.Reshape, keras.layers.Flatten)
+
+
 def activation_ranges(model):
     """``{layer name: (min, max)}`` of every fake-quantized output of a QAT model.
 
@@ -125,6 +131,8 @@ def activation_ranges(model):
     """
     ranges = {}
     for layer in model.layers:
+        if isinstance(_graph.unwrap(layer), _SAME_SCALE_LAYERS):
+            continue  # TFLite requires their output scale to equal the input's
         wanted = {name for pair in _RANGE_VARIABLES for name in pair}
         values = {_short_name(w): float(np.asarray(w)) for w in layer.weights
                   if _short_name(w) in wanted and np.asarray(w).size == 1}
