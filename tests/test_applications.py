@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _readme_status(family):
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        rows = [l for l in f.read().splitlines() if re.match(rf"\| {re.escape(family)} \(", l)]
+        rows = [l.strip() for l in f.read().splitlines()
+                if re.match(rf"\| {re.escape(family)} \(", l.strip())]
     assert len(rows) == 1, f"README has no applications row for {family}"
     return rows[0].split("|")[2].strip()
 
