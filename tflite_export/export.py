@@ -394,7 +394,8 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
       validation_data: optional ``(x, y)`` or Dataset of ``(x, y)``: the manifest
         then holds the accuracy of the Keras model, the int8 file and the packed file.
       max_output_steps: tolerance between Keras and int8 outputs, in output
-        quantization steps; None only reports it. ``"auto"``: 4 when the int8
+        quantization steps; None only reports it. ``"auto"``: 8
+        (:data:`DEFAULT_MAX_OUTPUT_STEPS`) when the int8
         file reproduces QAT exactly up to rounding (8-bit activations, QAT
         ranges), else None (4-bit activations are exported at 8 bits, so they
         differ by design: the manifest reports the accuracy change).
