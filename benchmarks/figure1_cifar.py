@@ -1,0 +1,95 @@
+"""Figure 1 at small scale on real CIFAR-10: accuracy vs Eq. (6) size at 4, 2 and 1 bits.
+
+Runs ``tfq_pareto.search.sweep`` on ``../shared/data/cifar10_train_20k.npz`` (a
+subset of ``--train-images``) and ``cifar10_test.npz``: every precision is widened
+to each size budget, the budgets being the Eq. (6) sizes of the 4-bit model at
+``--budget-widths``. Also trains the cheapest point ``--repeats`` times more to
+show the seed-to-seed spread. The schedule is short enough for 2 CPU cores and
+is stated in the result file; accuracies are far below the paper's.
+
+    python benchmarks/figure1_cifar.py --model resnet_cifar            # ~15 minutes
+    python benchmarks/figure1_cifar.py --model mobilenet_v2_cifar --budget-widths 0.25,0.35,0.5
+
+Writes ``benchmarks/results/figure1_<model>/`` (results.json with records, Pareto
+front and dominance matrix; pareto.png; repeats.json). Resumable: a rerun skips
+finished trials.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from tfq_pareto import data as data_lib
+from tfq_pareto import experiment, search, training
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.join(HERE, "..", "..", "shared", "data")
+
+
+def load_cifar(train_images, data_dir):
+    train_path = os.path.join(data_dir, "cifar10_train_20k.npz")
+    test_path = os.path.join(data_dir, "cifar10_test.npz")
+    train, test, info = data_lib.load(f"npz:{train_path},{test_path}")
+    train = train.take(train_images)
+    info = dataclasses.replace(info, num_train=min(train_images, info.num_train))
+    return train, test, info
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet_cifar", choices=["resnet_cifar", "mobilenet_v2_cifar"])
+    parser.add_argument("--bits", default="4,2,1")
+    parser.add_argument("--budget-widths", default="0.125,0.25,0.5",
+                        help="budgets = Eq. (6) size of the 4-bit model at these widths")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-images", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=2, help="extra runs of the cheapest point")
+    parser.add_argument("--data-dir", default=SHARED)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    out = args.out or os.path.join(HERE, "results", f"figure1_{args.model}")
+    os.makedirs(out, exist_ok=True)
+
+    datasets = load_cifar(args.train_images, args.data_dir)
+    info = datasets[2]
+    bits = [int(b) for b in args.bits.split(",")]
+    widths = [float(w) for w in args.budget_widths.split(",")]
+    base = experiment.RunConfig(model=args.model, depth=20, width=1.0, conv_bits=4,
+                                act_bits=4, dataset="cifar10_npz")
+    budgets = [search.budget_of(base, info, width=w, conv_bits=4, dw_bits=4) for w in widths]
+    recipe = training.Recipe(epochs=args.epochs, warmup_epochs=min(1, args.epochs - 1),
+                             batch_size=128)
+    result = search.sweep(base, bits=bits, budgets_bits=budgets, recipe=recipe,
+                          out_dir=os.path.join(out, "sweep"), datasets=datasets, verbose=2,
+                          tolerance=0.03)
+    records = [r for r in result["records"] if r.get("accuracy") is not None]
+    cheapest = min(records, key=lambda r: r["size_bits"])
+    repeats = [cheapest["accuracy"]]
+    for k in range(args.repeats):
+        config = dataclasses.replace(base, conv_bits=cheapest["conv_bits"], dw_bits=cheapest.get("dw_bits"),
+                                     width=cheapest["width"])
+        record = experiment.run(config, recipe, out_dir=os.path.join(out, f"repeat_{k}"),
+                                datasets=datasets, verbose=0)
+        repeats.append(record["accuracy"])
+    summary = {
+        "model": args.model, "schedule": {"epochs": args.epochs, "train_images": info.num_train,
+                                          "test_images": "10,000 (full CIFAR-10 test)",
+                                          "act_bits": 4, "batch_size": 128, "lr": 0.05},
+        "budgets_bits": budgets, "budget_widths_4bit": widths,
+        "records": [{k: r[k] for k in ("conv_bits", "width", "size_bits", "size_kib", "accuracy")}
+                    for r in records],
+        "front": [(r["conv_bits"], r["size_kib"]) for r in result["front"]],
+        "dominance": result["dominance"],
+        "cheapest_point_repeats": {"conv_bits": cheapest["conv_bits"], "width": cheapest["width"],
+                                   "accuracies": repeats, "spread": max(repeats) - min(repeats)},
+    }
+    training.write_json(os.path.join(out, "summary.json"), summary)
+    print(json.dumps(summary, indent=1))
+    print(f"mean of the cheapest point over {len(repeats)} runs: {np.mean(repeats):.4f}")
+
+
+if __name__ == "__main__":
+    main()
