@@ -528,10 +528,23 @@ def main(argv=None, out=None):
     resume when rerun.
     """
     import os  # pylint: disable=import-outside-toplevel
+    import signal  # pylint: disable=import-outside-toplevel
 
     args = build_parser().parse_args(argv)
     out = out or sys.stdout
     command = " ".join(c for c in (args.command, getattr(args, "analysis", None)) if c)
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        # A Ctrl-C inside TensorFlow can surface as another exception during its
+        # clean-up (e.g. "AssertionError: Concurrent access?"): remember it was one.
+        interrupted.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         return args.handler(args, out)
     except KeyboardInterrupt:
@@ -539,6 +552,10 @@ def main(argv=None, out=None):
               file=sys.stderr)
         return 130
     except Exception as err:  # pylint: disable=broad-except
+        if interrupted:
+            print(f"tfq-pareto {command}: interrupted; rerun the same command to resume",
+                  file=sys.stderr)
+            return 130
         if os.environ.get("TFQ_PARETO_TRACEBACK"):
             raise
         expected = isinstance(err, (ValueError, OSError))
@@ -547,6 +564,9 @@ def main(argv=None, out=None):
             reason = f"{type(err).__name__}: {reason}"
         print(f"tfq-pareto {command}: error: {reason}", file=sys.stderr)
         return 2 if expected else 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":
