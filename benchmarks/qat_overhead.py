@@ -1,5 +1,10 @@
 """QAT overhead: training-step time of float vs tfmot 8-bit QAT vs tfq_pareto.apply.
 
+For ResNet-20 and MobileNetV2-CIFAR (batch 128): float, tfmot's default 8-bit
+QAT, ``apply`` at 1, 2 and 4 bits (depthwise convs at the same bits) and
+DualPrecision (``apply(conv_bits=1, dw_bits=4)``; ResNet-20 has no depthwise
+convs, so there DualPrecision is ``apply`` at 1 bit and is not timed twice).
+
 Every configuration's model is built first; then the steps are interleaved
 (one step of each configuration per round) so that machine noise hits all of
 them alike. Reports, per configuration, the median step time and
@@ -11,7 +16,8 @@ recorded too (``wall_*``), but on these machines a CPU quota throttles the
 process in ~0.1 s slices, which snaps wall-clock steps to a few values (e.g.
 0.21 s or 0.31 s for the same work) and hides differences of 10-20%.
 
-    python benchmarks/qat_overhead.py            # ResNet-20, batch 128, 30 rounds
+    python benchmarks/qat_overhead.py            # both models, batch 128, 40 rounds
+    python benchmarks/qat_overhead.py --models resnet20 --breakdown
     python benchmarks/qat_overhead.py --rounds 5 --out /tmp/q.json
 
 Writes ``benchmarks/results/qat_overhead.json``.
@@ -30,9 +36,14 @@ import numpy as np
 import tfq_pareto
 from tfq_pareto import keras
 from tfq_pareto._keras import tf, tfmot
-from tfq_pareto.models import resnet_cifar
+from tfq_pareto.models import mobilenet_v2_cifar, resnet_cifar
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: --models choices: name -> builder of the float model at a width.
+MODELS = {
+    "resnet20": lambda width: resnet_cifar(depth=20, width_multiplier=width, num_classes=10),
+    "mobilenet_v2_cifar": lambda width: mobilenet_v2_cifar(width_multiplier=width, num_classes=10),
+}
 DEFAULT_OUT = os.path.join(HERE, "results", "qat_overhead.json")
 
 
@@ -47,27 +58,32 @@ def _identity(quantizer_class):
         quantizer_class.__call__ = original
 
 
-def _configurations(width, breakdown=False):
+def _configurations(model_name, width, breakdown=False):
     """name -> (callable building a model, context the model is traced in)."""
 
     def base():
-        return resnet_cifar(depth=20, width_multiplier=width, num_classes=10)
+        return MODELS[model_name](width)
 
-    def one_bit():
-        return tfq_pareto.apply(base(), conv_bits=1, dw_bits=None)
+    depthwise = model_name == "mobilenet_v2_cifar"
+
+    def applied(bits, dw_bits=None):
+        return lambda: tfq_pareto.apply(base(), conv_bits=bits,
+                                        dw_bits=(dw_bits or bits) if depthwise else None)
 
     plain = contextlib.nullcontext
     configurations = {
         "float": (base, plain),
         "tfmot_default_8bit": (lambda: tfmot.quantization.keras.quantize_model(base()), plain),
-        "apply_conv_bits_1": (one_bit, plain),
-        "apply_conv_bits_4": (lambda: tfq_pareto.apply(base(), conv_bits=4, dw_bits=None), plain),
     }
+    for bits in (1, 2, 4):
+        configurations[f"apply_conv_bits_{bits}"] = (applied(bits), plain)
+    if depthwise:
+        configurations["dual_precision_conv_1_dw_4"] = (applied(1, 4), plain)
     if breakdown:
         activation = tfmot.quantization.keras.quantizers.MovingAverageQuantizer
-        configurations["apply_conv_bits_1_weights_only"] = (one_bit, lambda: _identity(activation))
+        configurations["apply_conv_bits_1_weights_only"] = (applied(1), lambda: _identity(activation))
         configurations["apply_conv_bits_1_activations_only"] = (
-            one_bit,
+            applied(1),
             lambda: _identity(tfq_pareto.PerFilterWeightQuantizer),
         )
     return configurations
@@ -82,13 +98,14 @@ def _compile(model, jit_compile):
     return model
 
 
-def run(rounds=40, warmup=3, batch_size=128, width=1.0, jit_compile=False, breakdown=False, seed=0):
-    """Times interleaved training steps; returns the result dict."""
+def run_model(model_name, rounds=40, warmup=3, batch_size=128, width=1.0, jit_compile=False,
+              breakdown=False, seed=0):
+    """Times interleaved training steps of one model's configurations; returns its records."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, size=(batch_size, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=(batch_size,))
     models = {}
-    for name, (build, context) in _configurations(width, breakdown).items():
+    for name, (build, context) in _configurations(model_name, width, breakdown).items():
         with context():  # the train step is traced during the warm-up steps
             models[name] = _compile(build(), jit_compile)
             for _ in range(max(1, warmup)):
@@ -107,7 +124,7 @@ def run(rounds=40, warmup=3, batch_size=128, width=1.0, jit_compile=False, break
         wall_ratios = [t / f for t, f in zip(wall[name], wall["float"])]
         records.append(
             {
-                "model": f"resnet20_cifar_w{width:.2f}",
+                "model": f"{model_name}_w{width:.2f}",
                 "configuration": name,
                 "median_step_cpu_s": statistics.median(cpu[name]),
                 "ratio_to_float": statistics.median(ratios),
@@ -117,6 +134,17 @@ def run(rounds=40, warmup=3, batch_size=128, width=1.0, jit_compile=False, break
                 "wall_ratio_to_float": statistics.median(wall_ratios),
             }
         )
+    return records
+
+
+def run(models=tuple(MODELS), rounds=40, warmup=3, batch_size=128, width=1.0, jit_compile=False,
+        breakdown=False, seed=0):
+    """Times every model's configurations; returns the result dict."""
+    records = []
+    for model_name in models:
+        records += run_model(model_name, rounds, warmup, batch_size, width, jit_compile,
+                             breakdown, seed)
+        print(f"{model_name}: done", flush=True)
     return {
         "benchmark": "qat_overhead",
         "batch_size": batch_size,
@@ -141,7 +169,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=40, help="interleaved timed rounds")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--width", type=float, default=1.0, help="ResNet-20 width multiplier")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--width", type=float, default=1.0, help="width multiplier of the models")
     parser.add_argument("--jit-compile", action="store_true", help="compile train steps with XLA")
     parser.add_argument(
         "--breakdown",
@@ -153,14 +183,18 @@ def main():
     args = parser.parse_args()
     if args.rounds < 1 or args.batch_size < 1 or args.width <= 0:
         parser.error("--rounds and --batch-size must be >= 1 and --width > 0")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        parser.error(f"--models: unknown {unknown or args.models!r}; choose from {', '.join(MODELS)}")
     result = run(
-        args.rounds, args.warmup, args.batch_size, args.width, args.jit_compile, args.breakdown
+        models, args.rounds, args.warmup, args.batch_size, args.width, args.jit_compile, args.breakdown
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     for r in result["records"]:
-        print(f"{r['configuration']:>20}: {r['median_step_cpu_s']:.3f} CPU s/step, "
+        print(f"{r['model']:>24} {r['configuration']:>34}: {r['median_step_cpu_s']:.3f} CPU s/step, "
               f"{r['ratio_to_float']:.2f}x float (wall {r['wall_ratio_to_float']:.2f}x)")
     print(f"wrote {args.out}")
 
