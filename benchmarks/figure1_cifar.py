@@ -8,7 +8,8 @@ show the seed-to-seed spread. The schedule is short enough for 2 CPU cores and
 is stated in the result file; accuracies are far below the paper's.
 
     python benchmarks/figure1_cifar.py --model resnet_cifar            # ~15 minutes
-    python benchmarks/figure1_cifar.py --model mobilenet_v2_cifar --budget-widths 0.25,0.35,0.5
+    python benchmarks/figure1_cifar.py --model mobilenet_v2_cifar --budget-widths 0.2,0.3,0.4 \
+        --train-images 8000 --warmup-epochs 0.25                      # ~50 minutes
 
 Writes ``benchmarks/results/figure1_<model>/`` (results.json with records, Pareto
 front and dominance matrix; pareto.png; repeats.json). Resumable: a rerun skips
@@ -45,6 +46,8 @@ def main():
     parser.add_argument("--budget-widths", default="0.125,0.25,0.5",
                         help="budgets = Eq. (6) size of the 4-bit model at these widths")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--warmup-epochs", type=float, default=None,
+                        help="linear warm-up epochs (default: 1, or 0 for a 1-epoch schedule)")
     parser.add_argument("--train-images", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=2, help="extra runs of the cheapest point")
     parser.add_argument("--data-dir", default=SHARED)
@@ -60,8 +63,8 @@ def main():
     base = experiment.RunConfig(model=args.model, depth=20, width=1.0, conv_bits=4,
                                 act_bits=4, dataset="cifar10_npz")
     budgets = [search.budget_of(base, info, width=w, conv_bits=4, dw_bits=4) for w in widths]
-    recipe = training.Recipe(epochs=args.epochs, warmup_epochs=min(1, args.epochs - 1),
-                             batch_size=128)
+    warmup = min(1, args.epochs - 1) if args.warmup_epochs is None else args.warmup_epochs
+    recipe = training.Recipe(epochs=args.epochs, warmup_epochs=warmup, batch_size=128)
     result = search.sweep(base, bits=bits, budgets_bits=budgets, recipe=recipe,
                           out_dir=os.path.join(out, "sweep"), datasets=datasets, verbose=2,
                           tolerance=0.03)
@@ -75,7 +78,8 @@ def main():
                                 datasets=datasets, verbose=0)
         repeats.append(record["accuracy"])
     summary = {
-        "model": args.model, "schedule": {"epochs": args.epochs, "train_images": info.num_train,
+        "model": args.model, "schedule": {"epochs": args.epochs, "warmup_epochs": warmup,
+                                          "train_images": info.num_train,
                                           "test_images": "10,000 (full CIFAR-10 test)",
                                           "act_bits": 4, "batch_size": 128, "lr": 0.05},
         "budgets_bits": budgets, "budget_widths_4bit": widths,

@@ -217,3 +217,56 @@ def test_random_oracle_search(tmp_path):
                                           max_trials=2, recipe=RECIPE, out_dir=str(tmp_path),
                                           datasets=datasets)
     assert 1 <= len(result["records"]) <= 2 and result["best"] is not None
+
+
+@pytest.mark.slow
+def test_proxy_search_trains_the_proxy_grid_then_only_its_best_pair(tmp_path, monkeypatch):
+    trained = []
+    real_train = training.train
+
+    def counting(*args, **kwargs):
+        trained.append(kwargs["out_dir"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", counting)
+    base = experiment.RunConfig(model="mobilenet_v2_cifar", dataset="digits")
+    datasets = _tiny_datasets()
+    budget = search.budget_of(base, datasets[2], width=0.3, conv_bits=8, dw_bits=8)
+    kwargs = dict(bits=[2, 8], recipe=RECIPE, out_dir=str(tmp_path), datasets=datasets,
+                  proxy_fraction=0.5)
+    result = search.proxy_search(base, budget, **kwargs)
+    proxy = [r for r in result["proxy_records"] if r.get("accuracy") is not None]
+    assert len(result["proxy_records"]) == 4 and proxy
+    # Every proxy pair is narrower than the budget allows: at most half of it.
+    assert all(r["size_bits"] <= 0.5 * budget * 1.03 for r in proxy)
+    ranked = sorted(proxy, key=lambda r: r["accuracy"], reverse=True)
+    assert result["ranking"] == [[r["conv_bits"], r["dw_bits"]] for r in ranked]
+    # Then only the proxy's best pair that the full budget can take (a pair whose
+    # channel counts jump over the budget is skipped).
+    (final,) = result["records"]
+    skipped = result["unreachable_at_budget"]
+    assert [final["conv_bits"], final["dw_bits"]] == result["ranking"][len(skipped)]
+    assert result["ranking"][:len(skipped)] == skipped
+    assert abs(final["size_bits"] - budget) <= 0.03 * budget  # the default tolerance
+    assert result["best"]["trial_id"] == final["trial_id"]
+    assert len(trained) == len(proxy) + 1
+    assert result["train_seconds"]["proxy"] > 0 and result["train_seconds"]["final"] > 0
+    assert (tmp_path / "results.json").exists() and (tmp_path / "proxy" / "grid.png").exists()
+    again = search.proxy_search(base, budget, **kwargs)  # finished: nothing trains
+    assert len(trained) == len(proxy) + 1 and again["best"]["accuracy"] == final["accuracy"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"proxy_fraction": 0}, r"proxy_fraction must be a number in \(0, 1\]; received 0"),
+        ({"proxy_fraction": 1.5}, "received 1.5"),
+        ({"top_k": 0}, "top_k must be an int >= 1; received 0"),
+        ({"bits": [3, 16]}, "received 16"),
+    ],
+)
+def test_bad_proxy_search_inputs_fail_before_training(tmp_path, kwargs, match):
+    base = experiment.RunConfig(model="resnet_cifar", dataset="digits")
+    with pytest.raises(ValueError, match=match):
+        search.proxy_search(base, 1000, recipe=RECIPE, out_dir=str(tmp_path), **kwargs)
+    assert not os.listdir(tmp_path)

@@ -4,10 +4,18 @@
     tfq_pareto.search.dominates(curve_a, curve_b)   # Definition 4.1
     tfq_pareto.search.sweep(config, bits=[1, 2, 4], budgets_bits=[...], recipe=..., out_dir=...)
     tfq_pareto.search.dual_precision_search(config, budget_bits, recipe=..., out_dir=...)
+    tfq_pareto.search.proxy_search(config, budget_bits, recipe=..., out_dir=...)  # cheaper
 """
 
 from tfq_pareto.search.front import dominance_matrix, dominates, pareto_front
-from tfq_pareto.search.run import budget_of, dual_precision_search, replot, summarize_sweep, sweep
+from tfq_pareto.search.run import (
+    budget_of,
+    dual_precision_search,
+    proxy_search,
+    replot,
+    summarize_sweep,
+    sweep,
+)
 from tfq_pareto.search.tuner import ORACLES, PrecisionTuner, make_oracle
 
 __all__ = [
@@ -19,6 +27,7 @@ __all__ = [
     "dual_precision_search",
     "make_oracle",
     "pareto_front",
+    "proxy_search",
     "replot",
     "summarize_sweep",
     "sweep",

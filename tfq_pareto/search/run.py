@@ -6,6 +6,9 @@
 * :func:`dual_precision_search` (Sec. 6): every (conv_bits, dw_bits) pair at one
   size budget, with keras-tuner's grid, random, Bayesian or Hyperband oracle;
   the best pair and the grid (Table 7).
+* :func:`proxy_search`: the same choice at a fraction of the grid's cost: the
+  grid on a low-width proxy (a smaller budget, a shorter recipe), then only the
+  best proxy pairs at the real budget.
 
 Both write into ``out_dir``: the keras-tuner project (``tuner/``, one folder per
 trial with its QAT model, history and record), ``results.json``,
@@ -235,6 +238,91 @@ def dual_precision_search(base_config, budget_bits, *, bits=DEFAULT_BITS, oracle
     training.write_json(os.path.join(out_dir, RESULTS_JSON), {**summary, "best": best,
                                                               "records": records})
     return {"best": best, "records": records}
+
+
+def _reachable(base_config, info, conv_bits, dw_bits, budget_bits, tolerance):
+    from tfq_pareto.width import width_for_size  # pylint: disable=import-outside-toplevel
+
+    config = dataclasses.replace(base_config, conv_bits=conv_bits, dw_bits=dw_bits)
+    try:
+        width_for_size(lambda w: experiment.build_float_model(dataclasses.replace(config, width=w),
+                                                              info),
+                       budget_bits, conv_bits=conv_bits, dw_bits=dw_bits, tolerance=tolerance)
+    except ValueError:
+        return False
+    return True
+
+
+def _train_seconds(records):
+    return sum(r.get("train_seconds") or 0.0 for r in records)
+
+
+def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir,
+                 proxy_fraction=0.25, proxy_recipe=None, top_k=1, datasets=None, data_dir=None,
+                 image_size=16, strategy=None, verbose=0, tolerance=0.03):
+    """The best (conv_bits, dw_bits) at ``budget_bits`` from a low-width proxy grid.
+
+    1. The full grid of :func:`dual_precision_search` at ``proxy_fraction *
+       budget_bits`` (every pair narrower, so cheaper to train), with
+       ``proxy_recipe`` (default ``recipe``; e.g. fewer epochs).
+    2. The ``top_k`` best pairs of the proxy (by accuracy; pairs no width brings
+       to ``budget_bits`` within ``tolerance`` are skipped), widened to
+       ``budget_bits`` and trained with ``recipe``; the best of them is the answer.
+
+    Writes ``out_dir/proxy/`` and ``out_dir/final/`` (both resumable) and
+    ``out_dir/results.json``.
+
+    Returns:
+      ``{"best": record, "ranking": [[conv_bits, dw_bits], ...], "unreachable_at_budget":
+      [...], "proxy_records": [...],
+      "records": [...], "train_seconds": {"proxy": s, "final": s}}``.
+    """
+    if isinstance(proxy_fraction, bool) or not isinstance(proxy_fraction, (int, float)) \
+            or not 0 < proxy_fraction <= 1:
+        raise ValueError(f"proxy_fraction must be a number in (0, 1]; received {proxy_fraction!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an int >= 1; received {top_k!r}")
+    if isinstance(budget_bits, bool) or not isinstance(budget_bits, (int, float)) or budget_bits <= 0:
+        raise ValueError(f"budget_bits must be a number > 0; received {budget_bits!r}")
+    bits = _check_bits_list(bits)
+    datasets, depthwise = _prepare(base_config, recipe, datasets, data_dir, image_size)
+    common = {"datasets": datasets, "strategy": strategy, "verbose": verbose,
+              "tolerance": tolerance}
+    proxy = dual_precision_search(base_config, budget_bits * proxy_fraction, bits=bits,
+                                  oracle="grid", recipe=proxy_recipe or recipe,
+                                  out_dir=os.path.join(out_dir, "proxy"), **common)
+    done = sorted((r for r in proxy["records"] if r.get("accuracy") is not None),
+                  key=lambda r: r["accuracy"], reverse=True)
+    if not done:
+        raise RuntimeError(f"no proxy trial finished at {budget_bits * proxy_fraction:.0f} bits; "
+                           f"see {os.path.join(out_dir, 'proxy', RESULTS_JSON)}")
+    ranking = [(r["conv_bits"], r["dw_bits"] if depthwise else None) for r in done]
+    chosen, unreachable = [], []
+    for conv, dw in ranking:  # the best top_k pairs that can be widened to the budget
+        if len(chosen) == top_k:
+            break
+        if _reachable(base_config, datasets[2], conv, dw, budget_bits, tolerance):
+            chosen.append((conv, dw) if depthwise else conv)
+        else:
+            unreachable.append([conv, dw])
+    if not chosen:
+        raise RuntimeError(f"no proxy pair reaches {budget_bits:.0f} bits within tolerance "
+                           f"{tolerance}: {unreachable}; raise tolerance")
+    final = sweep(base_config, bits=chosen, budgets_bits=[budget_bits], recipe=recipe,
+                  out_dir=os.path.join(out_dir, "final"), **common)
+    finished = [r for r in final["records"] if r.get("accuracy") is not None]
+    best = max(finished, key=lambda r: r["accuracy"]) if finished else None
+    result = {"kind": "proxy_search", "budget_bits": budget_bits,
+              "proxy_fraction": proxy_fraction, "top_k": top_k,
+              "recipe": dataclasses.asdict(recipe),
+              "proxy_recipe": dataclasses.asdict(proxy_recipe or recipe),
+              "best": best, "ranking": [list(p) for p in ranking],
+              "unreachable_at_budget": unreachable,
+              "proxy_records": proxy["records"], "records": final["records"],
+              "train_seconds": {"proxy": _train_seconds(proxy["records"]),
+                                "final": _train_seconds(final["records"])}}
+    training.write_json(os.path.join(out_dir, RESULTS_JSON), result)
+    return result
 
 
 def replot(out_dir):

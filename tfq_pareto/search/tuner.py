@@ -198,6 +198,7 @@ class PrecisionTuner(base_tuner.BaseTuner):
                     "size_kib": record["size_kib"],
                     "accuracy": record["accuracy"],
                     "params": record["params"],
+                    "train_seconds": record.get("train_seconds"),
                     "model_file": record["model_file"],
                     "history_csv": record["history_csv"],
                 })
