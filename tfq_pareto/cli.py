@@ -41,6 +41,7 @@ _positive = _checked(float, lambda v: v > 0, "expected a number > 0")
 _epochs = _checked(int, lambda v: v >= 1, "expected an int >= 1")
 _non_negative = _checked(float, lambda v: v >= 0, "expected a number >= 0")
 _count = _checked(int, lambda v: v >= 0, "expected an int >= 0")
+_fraction = _checked(float, lambda v: 0 < v <= 1, "expected a number in (0, 1]")
 
 
 def family_builder(model, *, depth=20, variant=None, num_classes=None):
@@ -312,10 +313,26 @@ def _search_command(args, out):
         budget = args.budget_kib * 8192
     else:
         budget = search.budget_of(base, datasets[2], width=args.budget_width, conv_bits=8, dw_bits=8)
-    result = search.dual_precision_search(
-        base, budget, bits=args.bits, oracle=args.oracle, max_trials=args.max_trials,
-        recipe=_search_recipe(args), out_dir=args.out, datasets=datasets,
-        verbose=0 if args.quiet else 2)
+    recipe = _search_recipe(args)
+    if args.oracle == "proxy":
+        import dataclasses  # pylint: disable=import-outside-toplevel
+
+        epochs = args.proxy_epochs or max(1, args.epochs // 4)
+        proxy_recipe = dataclasses.replace(
+            recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs - 1))
+        result = search.proxy_search(
+            base, budget, bits=args.bits, recipe=recipe, proxy_recipe=proxy_recipe,
+            proxy_fraction=args.proxy_fraction, top_k=args.top_k, out_dir=args.out,
+            datasets=datasets, verbose=0 if args.quiet else 2)
+        print(f"proxy ({args.proxy_fraction:g} x budget, {epochs} epochs) ranking: "
+              f"{[tuple(p) for p in result['ranking']]}", file=out)
+        print(f"proxy train seconds {result['train_seconds']['proxy']:.0f}, at the budget "
+              f"{result['train_seconds']['final']:.0f}", file=out)
+    else:
+        result = search.dual_precision_search(
+            base, budget, bits=args.bits, oracle=args.oracle, max_trials=args.max_trials,
+            recipe=recipe, out_dir=args.out, datasets=datasets,
+            verbose=0 if args.quiet else 2)
     for r in result["records"]:
         acc = f"{100 * r['accuracy']:.2f}%" if r.get("accuracy") is not None else "-"
         print(f"conv {r['conv_bits']} dw {r.get('dw_bits')}: {acc} {r['status']} "
@@ -325,7 +342,10 @@ def _search_command(args, out):
         print(f"best pair at {budget / 8192:.2f} KiB: conv {best['conv_bits']} / dw "
               f"{best.get('dw_bits')} (width {best['width']:.3f}, accuracy "
               f"{100 * best['accuracy']:.2f}%)", file=out)
-    print(f"wrote {args.out}/results.json, results.csv, pareto.png, grid.png", file=out)
+    if args.oracle == "proxy":
+        print(f"wrote {args.out}/results.json, proxy/ (the proxy grid), final/", file=out)
+    else:
+        print(f"wrote {args.out}/results.json, results.csv, pareto.png, grid.png", file=out)
     return 0
 
 
@@ -507,8 +527,18 @@ def build_parser():
                         help="budget = size of the 8-bit model at this width (e.g. 0.25)")
     search_parser.add_argument("--bits", type=_int_list, default=[1, 2, 4, 8],
                                help="the precision set B (default 1,2,4,8)")
-    search_parser.add_argument("--oracle", choices=("grid", "random", "bayesian", "hyperband"),
-                               default="grid", help="keras-tuner oracle (default grid, the paper's)")
+    search_parser.add_argument("--oracle", choices=("grid", "random", "bayesian", "hyperband",
+                                                    "proxy"),
+                               default="grid", help="keras-tuner oracle (default grid, the "
+                               "paper's); proxy: the grid on a low-width proxy (--proxy-fraction "
+                               "of the budget, --proxy-epochs), then its best pair(s) at the budget")
+    search_parser.add_argument("--proxy-fraction", type=_fraction, default=0.25,
+                               help="--oracle proxy: the proxy's budget / the budget (default 0.25)")
+    search_parser.add_argument("--proxy-epochs", type=_epochs, default=None,
+                               help="--oracle proxy: epochs of each proxy trial (default "
+                               "--epochs / 4, at least 1)")
+    search_parser.add_argument("--top-k", type=_epochs, default=1,
+                               help="--oracle proxy: proxy pairs trained at the budget (default 1)")
     search_parser.add_argument("--max-trials", type=_epochs, default=None,
                                help="trials for random/bayesian (default 10)")
     search_parser.set_defaults(handler=_search_command)

@@ -1,0 +1,127 @@
+"""DualPrecision vs 8-bit at equal size, and what the search for the pair costs.
+
+On real CIFAR-10 (``../shared/data``), MobileNetV2-CIFAR, activations 4-bit:
+
+1. The grid: every (conv_bits, dw_bits) of ``--bits`` x ``--bits`` widened to
+   one Eq. (6) budget (the size of the 8-bit model at ``--budget-width``) and
+   trained (``tfq_pareto.search.dual_precision_search``). The best pair's
+   accuracy minus the 8-bit (8/8) model's is the DualPrecision gain.
+2. The low-width proxy (``tfq_pareto.search.proxy_search``): the same grid at
+   ``--proxy-fraction`` of the budget for ``--proxy-epochs`` epochs, then only
+   its best reachable pair at the full budget. Its cost (training seconds,
+   summed over trials) against the grid's, and whether it picks the grid's pair.
+
+    python benchmarks/dual_precision_cifar.py                 # ~30 minutes on 2 cores
+
+Writes ``benchmarks/results/dual_precision_mobilenet_v2_cifar/summary.json``
+(and ``grid/``, ``proxy/`` with every trial). Resumable: a rerun skips
+finished trials.
+"""
+
+import argparse
+import json
+import os
+
+from figure1_cifar import SHARED, load_cifar  # benchmarks/ is the script's folder
+
+from tfq_pareto import experiment, search, training
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _pair(record):
+    return [record["conv_bits"], record["dw_bits"]]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bits", default="1,4,8", help="the precision set B of the grid")
+    parser.add_argument("--budget-width", type=float, default=0.2,
+                        help="budget = Eq. (6) size of the 8-bit model at this width")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--warmup-epochs", type=float, default=0.25)
+    parser.add_argument("--train-images", type=int, default=5_000)
+    parser.add_argument("--proxy-fraction", type=float, default=0.25)
+    parser.add_argument("--proxy-epochs", type=int, default=1)
+    parser.add_argument("--tolerance", type=float, default=0.05,
+                        help="relative size tolerance when widening a pair to the budget "
+                             "(channel counts are integers, so some sizes jump)")
+    parser.add_argument("--data-dir", default=SHARED)
+    parser.add_argument("--out", default=os.path.join(HERE, "results",
+                                                      "dual_precision_mobilenet_v2_cifar"))
+    args = parser.parse_args()
+    bits = [int(b) for b in args.bits.split(",")]
+    os.makedirs(args.out, exist_ok=True)
+
+    datasets = load_cifar(args.train_images, args.data_dir)
+    info = datasets[2]
+    base = experiment.RunConfig(model="mobilenet_v2_cifar", width=1.0, conv_bits=8, dw_bits=8,
+                                act_bits=4, dataset="cifar10_npz")
+    budget = search.budget_of(base, info, width=args.budget_width, conv_bits=8, dw_bits=8)
+    recipe = training.Recipe(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+                             batch_size=128)
+    proxy_recipe = training.Recipe(epochs=args.proxy_epochs,
+                                   warmup_epochs=min(args.warmup_epochs, args.proxy_epochs),
+                                   batch_size=128)
+
+    grid = search.dual_precision_search(base, budget, bits=bits, recipe=recipe,
+                                        out_dir=os.path.join(args.out, "grid"),
+                                        datasets=datasets, verbose=2, tolerance=args.tolerance)
+    done = [r for r in grid["records"] if r.get("accuracy") is not None]
+    eight = next((r for r in done if _pair(r) == [8, 8]), None)
+    best = grid["best"]
+    grid_seconds = sum(r["train_seconds"] for r in done)
+
+    proxy = search.proxy_search(base, budget, bits=bits, recipe=recipe, proxy_recipe=proxy_recipe,
+                                proxy_fraction=args.proxy_fraction,
+                                out_dir=os.path.join(args.out, "proxy"), datasets=datasets,
+                                verbose=2, tolerance=args.tolerance)
+    proxy_seconds = proxy["train_seconds"]["proxy"] + proxy["train_seconds"]["final"]
+    mean_trial = grid_seconds / len(done)
+
+    def short(r):
+        return None if r is None else {k: r.get(k) for k in (
+            "conv_bits", "dw_bits", "width", "size_bits", "size_kib", "accuracy",
+            "train_seconds")}
+
+    summary = {
+        "model": "mobilenet_v2_cifar",
+        "schedule": {"epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
+                     "train_images": info.num_train, "test_images": "10,000 (full CIFAR-10 test)",
+                     "act_bits": 4, "first_last_bits": 8, "batch_size": 128, "lr": 0.05},
+        "budget_bits": budget, "budget_kib": budget / 8192,
+        "budget": f"Eq. (6) size of the 8-bit model at width {args.budget_width}",
+        "size_tolerance": args.tolerance,
+        "bits": bits,
+        "grid": [short(r) for r in grid["records"]],
+        "grid_failed": [{"pair": _pair(r), "message": r.get("message")}
+                        for r in grid["records"] if r.get("accuracy") is None],
+        "best_pair": short(best),
+        "eight_bit": short(eight),
+        "gain_over_8bit_points": None if eight is None or best is None
+        else 100 * (best["accuracy"] - eight["accuracy"]),
+        "search_cost": {
+            "grid_trainings": len(done),
+            "grid_train_seconds": grid_seconds,
+            "proxy": {"fraction": args.proxy_fraction, "epochs": args.proxy_epochs,
+                      "trials": len(proxy["proxy_records"]),
+                      "train_seconds": proxy["train_seconds"]["proxy"]},
+            "final_trainings": len(proxy["records"]),
+            "proxy_search_train_seconds": proxy_seconds,
+            "proxy_search_in_full_trainings": proxy_seconds / mean_trial,
+            "ratio_to_grid": proxy_seconds / grid_seconds,
+            "proxy_ranking": proxy["ranking"],
+            "proxy_pick": short(proxy["best"]),
+            "same_pair_as_grid": proxy["best"] is not None and best is not None
+            and _pair(proxy["best"]) == _pair(best),
+            "grid_rank_of_proxy_pick": None if proxy["best"] is None else 1 + [
+                _pair(r) for r in sorted(done, key=lambda r: r["accuracy"], reverse=True)
+            ].index(_pair(proxy["best"])),
+        },
+    }
+    training.write_json(os.path.join(args.out, "summary.json"), summary)
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
