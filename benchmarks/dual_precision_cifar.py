@@ -41,6 +41,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--warmup-epochs", type=float, default=0.25)
     parser.add_argument("--train-images", type=int, default=5_000)
+    parser.add_argument("--test-images", type=int, default=None,
+                        help="evaluate on the first N test images (default: all 10,000)")
     parser.add_argument("--proxy-fraction", type=float, default=0.25)
     parser.add_argument("--proxy-epochs", type=int, default=1)
     parser.add_argument("--tolerance", type=float, default=0.05,
@@ -53,7 +55,7 @@ def main():
     bits = [int(b) for b in args.bits.split(",")]
     os.makedirs(args.out, exist_ok=True)
 
-    datasets = load_cifar(args.train_images, args.data_dir)
+    datasets = load_cifar(args.train_images, args.data_dir, args.test_images)
     info = datasets[2]
     base = experiment.RunConfig(model="mobilenet_v2_cifar", width=1.0, conv_bits=8, dw_bits=8,
                                 act_bits=4, dataset="cifar10_npz")
@@ -87,7 +89,7 @@ def main():
     summary = {
         "model": "mobilenet_v2_cifar",
         "schedule": {"epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
-                     "train_images": info.num_train, "test_images": "10,000 (full CIFAR-10 test)",
+                     "train_images": info.num_train, "test_images": info.num_test,
                      "act_bits": 4, "first_last_bits": 8, "batch_size": 128, "lr": 0.05},
         "budget_bits": budget, "budget_kib": budget / 8192,
         "budget": f"Eq. (6) size of the 8-bit model at width {args.budget_width}",

@@ -30,12 +30,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, "..", "..", "shared", "data")
 
 
-def load_cifar(train_images, data_dir):
+def load_cifar(train_images, data_dir, test_images=None):
+    """(train, test, info) of the first ``train_images`` (and ``test_images``: default all)."""
     train_path = os.path.join(data_dir, "cifar10_train_20k.npz")
     test_path = os.path.join(data_dir, "cifar10_test.npz")
     train, test, info = data_lib.load(f"npz:{train_path},{test_path}")
     train = train.take(train_images)
     info = dataclasses.replace(info, num_train=min(train_images, info.num_train))
+    if test_images:
+        test = test.take(test_images)
+        info = dataclasses.replace(info, num_test=min(test_images, info.num_test))
     return train, test, info
 
 

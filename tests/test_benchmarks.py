@@ -1,0 +1,69 @@
+"""The benchmark scripts run end to end in a tiny configuration and write what they promise.
+
+The real runs (results in benchmarks/results/) take from minutes to an hour; here
+each script runs on a few images / rounds so that it cannot rot.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.join(ROOT, "benchmarks")
+CIFAR = os.path.join(ROOT, "..", "shared", "data", "cifar10_test.npz")
+
+
+def _run(script, *args, timeout=900):
+    result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *args],
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_qat_overhead_writes_a_ratio_per_model_and_configuration(tmp_path):
+    out = tmp_path / "qat.json"
+    _run("qat_overhead.py", "--rounds", "2", "--warmup", "1", "--width", "0.125", "--batch-size",
+         "16", "--out", str(out))
+    result = json.loads(out.read_text())
+    got = {(r["model"], r["configuration"]): r for r in result["records"]}
+    for config in ("float", "tfmot_default_8bit", "apply_conv_bits_1", "apply_conv_bits_2",
+                   "apply_conv_bits_4"):
+        assert ("resnet20_w0.12", config) in got and ("mobilenet_v2_cifar_w0.12", config) in got
+    assert ("mobilenet_v2_cifar_w0.12", "dual_precision_conv_1_dw_4") in got
+    for r in got.values():
+        assert r["ratio_to_float"] > 0 and r["median_step_cpu_s"] > 0
+        if r["configuration"] == "float":
+            assert r["ratio_to_float"] == 1.0
+
+
+def test_qat_overhead_rejects_an_unknown_model():
+    result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "qat_overhead.py"),
+                             "--models", "resnet20,vgg99"], capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 2 and "vgg99" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(CIFAR), reason="needs ../shared/data (CIFAR-10 .npz)")
+def test_dual_precision_benchmark_compares_8bit_and_costs_the_proxy(tmp_path):
+    _run("dual_precision_cifar.py", "--bits", "1,8", "--budget-width", "0.2", "--epochs", "1",
+         "--train-images", "128", "--test-images", "256", "--proxy-fraction", "0.5",
+         "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    grid = [r for r in summary["grid"] if r["accuracy"] is not None]
+    assert summary["eight_bit"] is not None and [summary["eight_bit"]["conv_bits"],
+                                                 summary["eight_bit"]["dw_bits"]] == [8, 8]
+    best = max(grid, key=lambda r: r["accuracy"])
+    assert summary["best_pair"]["accuracy"] == best["accuracy"]
+    assert summary["gain_over_8bit_points"] == pytest.approx(
+        100 * (best["accuracy"] - summary["eight_bit"]["accuracy"]))
+    cost = summary["search_cost"]
+    assert cost["grid_trainings"] == len(grid) and cost["final_trainings"] == 1
+    assert cost["ratio_to_grid"] == pytest.approx(
+        cost["proxy_search_train_seconds"] / cost["grid_train_seconds"])
+    assert isinstance(cost["same_pair_as_grid"], bool)
+    assert 1 <= cost["grid_rank_of_proxy_pick"] <= len(grid)
