@@ -62,8 +62,16 @@ def test_dual_precision_benchmark_compares_8bit_and_costs_the_proxy(tmp_path):
     assert summary["gain_over_8bit_points"] == pytest.approx(
         100 * (best["accuracy"] - summary["eight_bit"]["accuracy"]))
     cost = summary["search_cost"]
-    assert cost["grid_trainings"] == len(grid) and cost["final_trainings"] == 1
-    assert cost["ratio_to_grid"] == pytest.approx(
-        cost["proxy_search_train_seconds"] / cost["grid_train_seconds"])
-    assert isinstance(cost["same_pair_as_grid"], bool)
-    assert 1 <= cost["grid_rank_of_proxy_pick"] <= len(grid)
+    assert cost["grid_trainings"] == len(grid)
+    assert [s["top_k"] for s in cost["proxy_search"]] == [1, 2]
+    for strategy in cost["proxy_search"]:
+        assert strategy["final_trainings"] == min(strategy["top_k"], len(grid))
+        assert strategy["ratio_to_grid"] == pytest.approx(
+            strategy["train_seconds"] / cost["grid_train_seconds"])
+        assert strategy["same_pair_as_grid"] == (
+            [strategy["pick"]["conv_bits"], strategy["pick"]["dw_bits"]] == cost["grid_ranking"][0])
+        assert 1 <= strategy["grid_rank_of_pick"] <= len(grid)
+    # The larger k reuses the proxy grid (same ranking, same proxy seconds).
+    one, two = cost["proxy_search"]
+    assert one["proxy_ranking"] == two["proxy_ranking"]
+    assert one["proxy"]["train_seconds"] == two["proxy"]["train_seconds"]
