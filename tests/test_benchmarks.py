@@ -9,11 +9,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
-CIFAR = os.path.join(ROOT, "..", "shared", "data", "cifar10_test.npz")
 
 
 def _run(script, *args, timeout=900):
@@ -47,13 +47,22 @@ def test_qat_overhead_rejects_an_unknown_model():
     assert result.returncode == 2 and "vgg99" in result.stderr
 
 
+def _cifar_shaped_npz(folder, n_train=128, n_test=128):
+    """Random images and labels under the file names of ../shared/data (no download, any machine)."""
+    rng = np.random.default_rng(0)
+    for name, n in (("cifar10_train_20k.npz", n_train), ("cifar10_test.npz", n_test)):
+        np.savez(folder / name, x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                 y=rng.integers(0, 10, n))
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(CIFAR), reason="needs ../shared/data (CIFAR-10 .npz)")
 def test_dual_precision_benchmark_compares_8bit_and_costs_the_proxy(tmp_path):
+    _cifar_shaped_npz(tmp_path)
+    out = tmp_path / "out"
     _run("dual_precision_cifar.py", "--bits", "1,8", "--budget-width", "0.2", "--epochs", "1",
-         "--train-images", "128", "--test-images", "256", "--proxy-fraction", "0.5",
-         "--out", str(tmp_path))
-    summary = json.loads((tmp_path / "summary.json").read_text())
+         "--train-images", "128", "--test-images", "128", "--proxy-fraction", "0.5",
+         "--data-dir", str(tmp_path), "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
     grid = [r for r in summary["grid"] if r["accuracy"] is not None]
     assert summary["eight_bit"] is not None and [summary["eight_bit"]["conv_bits"],
                                                  summary["eight_bit"]["dw_bits"]] == [8, 8]
@@ -75,3 +84,23 @@ def test_dual_precision_benchmark_compares_8bit_and_costs_the_proxy(tmp_path):
     one, two = cost["proxy_search"]
     assert one["proxy_ranking"] == two["proxy_ranking"]
     assert one["proxy"]["train_seconds"] == two["proxy"]["train_seconds"]
+
+
+@pytest.mark.slow
+def test_figure1_benchmark_writes_curves_dominance_and_the_seed_spread(tmp_path):
+    _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
+    out = tmp_path / "out"
+    _run("figure1_cifar.py", "--model", "resnet_cifar", "--bits", "4,1", "--budget-widths",
+         "0.125,0.25", "--epochs", "1", "--train-images", "64", "--repeats", "1",
+         "--data-dir", str(tmp_path), "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    points = sorted((r["conv_bits"], r["size_bits"]) for r in summary["records"])
+    assert [b for b, _ in points] == [1, 1, 4, 4]
+    for budget in summary["budgets_bits"]:  # each precision widened to each budget
+        sizes = [s for _, s in points if abs(s - budget) <= 0.03 * budget]
+        assert len(sizes) == 2
+    assert set(summary["dominance"]) == {"1-bit", "4-bit"}
+    repeats = summary["cheapest_point_repeats"]
+    assert len(repeats["accuracies"]) == 2
+    assert repeats["spread"] == pytest.approx(max(repeats["accuracies"]) - min(repeats["accuracies"]))
+    assert (out / "sweep" / "pareto.png").exists()
