@@ -4,6 +4,11 @@ For ResNet-20 and MobileNetV2-CIFAR (batch 128): float, tfmot's default 8-bit
 QAT, ``apply`` at 1, 2 and 4 bits (depthwise convs at the same bits) and
 DualPrecision (``apply(conv_bits=1, dw_bits=4)``; ResNet-20 has no depthwise
 convs, so there DualPrecision is ``apply`` at 1 bit and is not timed twice).
+``apply_conv_bits_1_tfmot_activations`` is the "before" of the activation
+quantizer's optimisation: ``apply`` at 1 bit with tfmot's
+MovingAverageQuantizer on every activation, as ``apply`` had it until
+:class:`tfq_pareto.ActivationQuantizer` (ReLU fused into the fake-quant, no
+gradient computed for the range) replaced it.
 
 Every configuration's model is built first; then the steps are interleaved
 (one step of each configuration per round) so that machine noise hits all of
@@ -35,6 +40,7 @@ import numpy as np
 
 import tfq_pareto
 from tfq_pareto import keras
+from tfq_pareto import configs
 from tfq_pareto._keras import tf, tfmot
 from tfq_pareto.models import mobilenet_v2_cifar, resnet_cifar
 
@@ -48,14 +54,36 @@ DEFAULT_OUT = os.path.join(HERE, "results", "qat_overhead.json")
 
 
 @contextlib.contextmanager
-def _identity(quantizer_class):
-    """Profiling only: makes ``quantizer_class`` pass its input through while models trace."""
-    original = quantizer_class.__call__
-    quantizer_class.__call__ = lambda self, inputs, training, weights, **kwargs: inputs
+def _identity(*quantizer_classes):
+    """Profiling only: makes ``quantizer_classes`` pass their input through while models trace."""
+    originals = [cls.__call__ for cls in quantizer_classes]
+    for cls in quantizer_classes:
+        cls.__call__ = lambda self, inputs, training, weights, **kwargs: inputs
     try:
         yield
     finally:
-        quantizer_class.__call__ = original
+        for cls, original in zip(quantizer_classes, originals):
+            cls.__call__ = original
+
+
+@contextlib.contextmanager
+def _tfmot_activations():
+    """"Before": ``apply`` with tfmot's MovingAverageQuantizer for every activation.
+
+    That is what ``apply`` used before :class:`tfq_pareto.ActivationQuantizer`
+    (whose ReLU fusion and cheaper gradient make the "after" configurations).
+    """
+    original = configs.activation_quantizer
+
+    def tfmot_quantizer(num_bits, non_negative=False):
+        return tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
+            num_bits=num_bits, per_axis=False, symmetric=False, narrow_range=False)
+
+    configs.activation_quantizer = tfmot_quantizer
+    try:
+        yield
+    finally:
+        configs.activation_quantizer = original
 
 
 def _configurations(model_name, width, breakdown=False):
@@ -79,9 +107,11 @@ def _configurations(model_name, width, breakdown=False):
         configurations[f"apply_conv_bits_{bits}"] = (applied(bits), plain)
     if depthwise:
         configurations["dual_precision_conv_1_dw_4"] = (applied(1, 4), plain)
+    configurations["apply_conv_bits_1_tfmot_activations"] = (applied(1), _tfmot_activations)
     if breakdown:
-        activation = tfmot.quantization.keras.quantizers.MovingAverageQuantizer
-        configurations["apply_conv_bits_1_weights_only"] = (applied(1), lambda: _identity(activation))
+        activation = (tfmot.quantization.keras.quantizers.MovingAverageQuantizer,
+                      tfq_pareto.ActivationQuantizer)
+        configurations["apply_conv_bits_1_weights_only"] = (applied(1), lambda: _identity(*activation))
         configurations["apply_conv_bits_1_activations_only"] = (
             applied(1),
             lambda: _identity(tfq_pareto.PerFilterWeightQuantizer),

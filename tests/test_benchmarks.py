@@ -31,7 +31,7 @@ def test_qat_overhead_writes_a_ratio_per_model_and_configuration(tmp_path):
     result = json.loads(out.read_text())
     got = {(r["model"], r["configuration"]): r for r in result["records"]}
     for config in ("float", "tfmot_default_8bit", "apply_conv_bits_1", "apply_conv_bits_2",
-                   "apply_conv_bits_4"):
+                   "apply_conv_bits_4", "apply_conv_bits_1_tfmot_activations"):
         assert ("resnet20_w0.12", config) in got and ("mobilenet_v2_cifar_w0.12", config) in got
     assert ("mobilenet_v2_cifar_w0.12", "dual_precision_conv_1_dw_4") in got
     for r in got.values():

@@ -43,3 +43,44 @@ def test_config_applies_to_layer():
 def test_bad_bits(bad):
     with pytest.raises(ValueError, match="received"):
         ConvQuantizeConfig(**bad)
+
+
+def test_relu_config_round_trip_and_quantizer():
+    from tfq_pareto import ActivationQuantizer, ReLUQuantizeConfig
+
+    config = ReLUQuantizeConfig(4)
+    assert ReLUQuantizeConfig.from_config(config.get_config()) == config != ReLUQuantizeConfig(8)
+    restored = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(config))
+    assert restored == config
+    layer = keras.layers.ReLU(6.0)
+    assert config.get_output_quantizers(layer) == [ActivationQuantizer(4, non_negative=True)]
+    assert config.get_weights_and_quantizers(layer) == config.get_activations_and_quantizers(layer) == []
+    with pytest.raises(ValueError, match="received 1"):
+        ReLUQuantizeConfig(1)
+
+
+def test_relu_layers_get_the_non_negative_quantizer_others_do_not():
+    import tfq_pareto
+    from tfq_pareto import ActivationQuantizer, ReLUQuantizeConfig
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(6.0, name="relu6")(x)
+    x = keras.layers.Conv2D(4, 3, name="c2")(x)
+    x = keras.layers.Activation("relu", name="act_relu")(x)
+    x = keras.layers.Conv2D(4, 3, name="c3")(x)
+    x = keras.layers.LeakyReLU(0.1, name="leaky")(x)
+    x = keras.layers.ReLU(negative_slope=0.2, name="relu_sloped")(x)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    qat = tfq_pareto.apply(keras.Model(inputs, outputs), conv_bits=2, dw_bits=None, act_bits=4)
+    configs = {layer.layer.name: layer.quantize_config for layer in qat.layers
+               if hasattr(layer, "quantize_config")}
+    assert configs["relu6"] == configs["act_relu"] == ReLUQuantizeConfig(4)
+    for name in ("leaky", "relu_sloped"):
+        quantizers = configs[name].get_output_quantizers(None)
+        assert quantizers and not any(isinstance(q, ActivationQuantizer) and q.non_negative
+                                      for q in quantizers)
+    minimums = {v.name: float(v) for v in qat.weights if v.name.endswith("output_min:0")}
+    assert minimums["quant_relu6/output_min:0"] == 0.0
+    assert minimums["quant_leaky/output_min:0"] == -6.0

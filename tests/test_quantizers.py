@@ -174,3 +174,142 @@ def test_quantizer_call_matches_function():
         quantizer(w, training=True, weights={}).numpy(),
         quantize_weights(w, 4, depthwise=True).numpy(),
     )
+
+
+# --- Activation quantizer -----------------------------------------------------------
+
+from tfq_pareto import ActivationQuantizer, fake_quantize_activations, keras  # noqa: E402
+from tfq_pareto._keras import tfmot  # noqa: E402
+from tfq_pareto.quantizers import nudged_range  # noqa: E402
+
+
+def _host():
+    """A layer to hold a quantizer's range variables."""
+    layer = keras.layers.Layer()
+    layer.build(None)
+    return layer
+
+
+def _native_gradient(x, minimum, maximum, bits, dy):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.quantization.fake_quant_with_min_max_vars(x, minimum, maximum, num_bits=bits)
+    return tape.gradient(y, x, output_gradients=dy)
+
+
+@pytest.mark.parametrize("bits", (2, 4, 8))
+@pytest.mark.parametrize("low,high", [(-6.0, 6.0), (-0.37, 2.9), (0.0, 5.0), (-1.3, 0.0)])
+def test_fake_quantize_activations_matches_tf_forward_and_input_gradient(bits, low, high):
+    rng = np.random.default_rng(bits)
+    x = tf.constant(rng.uniform(low - 2, high + 2, size=(4, 6, 6, 5)).astype("float32"))
+    dy = tf.constant(rng.normal(size=x.shape).astype("float32"))
+    minimum, maximum = tf.constant(low), tf.constant(high)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fake_quantize_activations(x, minimum, maximum, bits, non_negative=low == 0.0)
+    grad = tape.gradient(y, x, output_gradients=dy).numpy()
+    expected = tf.quantization.fake_quant_with_min_max_vars(x, minimum, maximum, num_bits=bits)
+    np.testing.assert_array_equal(y.numpy(), expected.numpy())
+    np.testing.assert_array_equal(grad, _native_gradient(x, minimum, maximum, bits, dy).numpy())
+    nudged_low, nudged_high = (float(v) for v in nudged_range(minimum, maximum, bits))
+    assert nudged_low <= 0.0 <= nudged_high
+    inside = (x.numpy() > nudged_low) & (x.numpy() < nudged_high)
+    assert inside.any() and (~inside).any()
+    np.testing.assert_array_equal(grad[~inside], 0.0)
+    np.testing.assert_array_equal(grad[inside], dy.numpy()[inside])
+
+
+def test_fake_quantize_activations_has_no_nan_for_an_empty_range():
+    x = tf.constant([[-1.0, 0.0, 2.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fake_quantize_activations(x, tf.constant(0.0), tf.constant(0.0), 4, non_negative=True)
+    grad = tape.gradient(y, x)
+    assert np.isfinite(y.numpy()).all() and np.isfinite(grad.numpy()).all()
+
+
+@pytest.mark.parametrize("bits", (4, 8))
+def test_activation_quantizer_equals_tfmot_moving_average_quantizer(bits):
+    """Same variables, EMA updates, outputs and input gradients as tfmot's, step after step."""
+    ours, theirs = ActivationQuantizer(bits), tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
+        num_bits=bits, per_axis=False, symmetric=False, narrow_range=False)
+    host = _host()
+    our_vars, their_vars = ours.build((None, 5), "ours", host), theirs.build((None, 5), "theirs", host)
+    assert [v.name.split("/")[-1] for v in our_vars.values()] == ["ours_min:0", "ours_max:0"]
+    assert not any(v.trainable for v in our_vars.values())
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = tf.constant(rng.normal(0.5, 2.0, size=(16, 5)).astype("float32"))
+        dy = tf.constant(rng.normal(size=(16, 5)).astype("float32"))
+        outputs, grads = [], []
+        for quantizer, variables in ((ours, our_vars), (theirs, their_vars)):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = quantizer(x, training=True, weights=variables)
+            outputs.append(y.numpy())
+            grads.append(tape.gradient(y, x, output_gradients=dy).numpy())
+        np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-6)
+        np.testing.assert_array_equal(grads[0], grads[1])
+        for key in ("min_var", "max_var"):
+            assert float(our_vars[key]) == pytest.approx(float(their_vars[key]), abs=1e-6)
+    assert float(our_vars["max_var"]) < 6.0 and float(our_vars["min_var"]) > -6.0
+    inference = ours(x, training=False, weights=our_vars)
+    np.testing.assert_array_equal(inference.numpy(), tf.quantization.fake_quant_with_min_max_vars(
+        x, our_vars["min_var"], our_vars["max_var"], num_bits=bits).numpy())
+
+
+def _relu6_then_quantize(quantizer, variables, x):
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = quantizer(tf.nn.relu6(x), training=True, weights=variables)
+        return y, tape.gradient(y, x)
+
+    return step, step(x)
+
+
+def test_non_negative_quantizer_fuses_with_the_relu_and_equals_relu_then_quantize():
+    x = tf.constant(np.random.default_rng(1).normal(1.0, 4.0, size=(8, 4, 4, 3)).astype("float32"))
+    quantizer = ActivationQuantizer(4, non_negative=True)
+    variables = quantizer.build(x.shape, "output", _host())
+    assert float(variables["min_var"]) == 0.0
+    step, (y, grad) = _relu6_then_quantize(quantizer, variables, x)
+    # The range: min stays 0; max moves to the EMA of the ReLU6 output's max (6 here).
+    assert float(variables["min_var"]) == 0.0
+    maximum = 0.999 * 6.0 + 0.001 * float(tf.reduce_max(tf.nn.relu6(x)))
+    assert float(variables["max_var"]) == pytest.approx(maximum, rel=1e-6)
+    relu6 = tf.nn.relu6(x)
+    expected = tf.quantization.fake_quant_with_min_max_vars(relu6, 0.0, maximum, num_bits=4)
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), atol=1e-6)
+    # Gradient: ReLU6's mask times the fake-quant's: 0 < x <= max.
+    x_np = x.numpy()
+    np.testing.assert_array_equal(grad.numpy(), ((x_np > 0) & (x_np < maximum)).astype("float32"))
+    # The fake-quant reads the ReLU6's input: nothing consumes the Relu6 op's output.
+    graph = step.get_concrete_function(x).graph
+    fake_quants = [op for op in graph.get_operations() if op.type == "FakeQuantWithMinMaxVars"]
+    assert fake_quants and all(op.inputs[0].op.type != "Relu6" for op in fake_quants)
+
+
+def test_non_negative_quantizer_gives_the_same_values_eagerly():
+    x = tf.constant(np.random.default_rng(2).normal(1.0, 4.0, size=(8, 4, 4, 3)).astype("float32"))
+    graph_q, eager_q = ActivationQuantizer(4, non_negative=True), ActivationQuantizer(4, non_negative=True)
+    graph_vars, eager_vars = graph_q.build(x.shape, "g", _host()), eager_q.build(x.shape, "e", _host())
+    _, (y_graph, grad_graph) = _relu6_then_quantize(graph_q, graph_vars, x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y_eager = eager_q(tf.nn.relu6(x), training=True, weights=eager_vars)
+    np.testing.assert_allclose(y_eager.numpy(), y_graph.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(tape.gradient(y_eager, x).numpy(), grad_graph.numpy())
+    assert float(eager_vars["max_var"]) == pytest.approx(float(graph_vars["max_var"]))
+
+
+def test_activation_quantizer_config_round_trip_and_bad_bits():
+    quantizer = ActivationQuantizer(4, non_negative=True)
+    assert ActivationQuantizer.from_config(quantizer.get_config()) == quantizer
+    assert quantizer != ActivationQuantizer(4) and quantizer != ActivationQuantizer(8, non_negative=True)
+    restored = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(quantizer))
+    assert restored == quantizer
+    for bad in (1, 9, 4.0):
+        with pytest.raises(ValueError, match=f"received {bad!r}"):
+            ActivationQuantizer(bad)

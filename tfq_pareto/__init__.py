@@ -14,9 +14,15 @@ from tfq_pareto.configs import (
     ConvQuantizeConfig,
     DenseQuantizeConfig,
     DepthwiseConvQuantizeConfig,
+    ReLUQuantizeConfig,
 )
 from tfq_pareto.keras3 import to_tf_keras
-from tfq_pareto.quantizers import PerFilterWeightQuantizer, quantize_weights
+from tfq_pareto.quantizers import (
+    ActivationQuantizer,
+    PerFilterWeightQuantizer,
+    fake_quantize_activations,
+    quantize_weights,
+)
 from tfq_pareto.scheme import (
     DualPrecisionQuantizeRegistry,
     DualPrecisionScheme,
@@ -39,6 +45,7 @@ from tfq_pareto.width import align_widths, widen, width_for_size
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationQuantizer",
     "CLIPPING_CONSTANTS",
     "ConvQuantizeConfig",
     "DenseQuantizeConfig",
@@ -49,6 +56,7 @@ __all__ = [
     "LayerSize",
     "MemoryFootprint",
     "PerFilterWeightQuantizer",
+    "ReLUQuantizeConfig",
     "SizeSummary",
     "align_widths",
     "analysis",
@@ -57,6 +65,7 @@ __all__ = [
     "clipping_constants",
     "data",
     "experiment",
+    "fake_quantize_activations",
     "keras",
     "layer_sizes",
     "load_model",

@@ -2,8 +2,9 @@
 
 One config class per supported weighted layer type. Each quantizes the layer's
 kernel per filter with :class:`~tfq_pareto.quantizers.PerFilterWeightQuantizer`
-at ``num_bits`` and the layer's ``activation`` attribute with tfmot's
-moving-average fake-quant at ``act_bits``, or not at all with ``act_bits=None``
+at ``num_bits`` and the layer's ``activation`` attribute with a
+moving-average fake-quant at ``act_bits``
+(:class:`~tfq_pareto.quantizers.ActivationQuantizer`), or not at all with ``act_bits=None``
 (a layer followed by a ReLU or a Concatenate that quantizes for it; when tfmot's Conv+BN transforms
 replaced that activation with a no-op, the BN or ReLU after it carries the
 activation quantizer instead). Biases stay float; the TFLite converter turns
@@ -13,6 +14,7 @@ them into int32.
 from tfq_pareto._checks import ConfigMixin
 from tfq_pareto._keras import keras, tfmot
 from tfq_pareto.quantizers import (
+    ActivationQuantizer,
     PerFilterWeightQuantizer,
     activation_quantizer,
     check_bits,
@@ -92,6 +94,46 @@ class DenseQuantizeConfig(_KernelQuantizeConfig):
     """Dense: kernel ``(c_in, units)``, one scale per unit."""
 
 
+def is_relu(layer):
+    """Whether ``layer`` outputs only values >= 0: a ReLU (any ``max_value``) or Activation("relu"/"relu6")."""
+    if type(layer) is keras.layers.ReLU:  # pylint: disable=unidiomatic-typecheck
+        return float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0
+    if type(layer) is keras.layers.Activation:  # pylint: disable=unidiomatic-typecheck
+        return getattr(layer.activation, "__name__", None) in ("relu", "relu6")
+    return False
+
+
+@keras.utils.register_keras_serializable(package="tfq_pareto")
+class ReLUQuantizeConfig(ConfigMixin, tfmot.quantization.keras.QuantizeConfig):
+    """ReLU layer or ``Activation("relu"/"relu6")``: its output fake-quantized at ``act_bits``.
+
+    The range starts and stays at minimum 0 (a ReLU's output is never
+    negative), and in training the fake-quant takes the ReLU's place; see
+    :class:`~tfq_pareto.quantizers.ActivationQuantizer` with ``non_negative=True``.
+    """
+
+    def __init__(self, act_bits=8):
+        self.act_bits = check_bits("act_bits", act_bits, ACTIVATION_BITS)
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [activation_quantizer(self.act_bits, non_negative=True)]
+
+    def get_config(self):
+        return {"act_bits": self.act_bits}
+
+
 #: Layer class -> config class. Matched by exact class, as tfmot's registries do.
 CONFIG_FOR_LAYER = {
     keras.layers.Conv2D: ConvQuantizeConfig,
@@ -102,6 +144,8 @@ CONFIG_FOR_LAYER = {
 #: Every custom object a saved QAT model may contain.
 CUSTOM_OBJECTS = {
     "PerFilterWeightQuantizer": PerFilterWeightQuantizer,
+    "ActivationQuantizer": ActivationQuantizer,
+    "ReLUQuantizeConfig": ReLUQuantizeConfig,
     "ConvQuantizeConfig": ConvQuantizeConfig,
     "DepthwiseConvQuantizeConfig": DepthwiseConvQuantizeConfig,
     "DenseQuantizeConfig": DenseQuantizeConfig,

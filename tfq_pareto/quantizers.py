@@ -170,8 +170,146 @@ class PerFilterWeightQuantizer(_checks.ConfigMixin, tfmot.quantization.keras.qua
         }
 
 
-def activation_quantizer(num_bits):
-    """Moving-average asymmetric fake-quant of Jacob et al. 2018 (tfmot's), ``num_bits`` 2..8."""
-    return tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
-        num_bits=num_bits, per_axis=False, symmetric=False, narrow_range=False
-    )
+#: Initial activation range and EMA decay of the range: tfmot's MovingAverageQuantizer's.
+ACTIVATION_INIT_RANGE = (-6.0, 6.0)
+ACTIVATION_EMA_DECAY = 0.999
+
+#: Op types whose output a non-negative activation quantizer may fuse with, and the
+#: op's upper clamp (None: unbounded). FakeQuant(x, 0, M) == FakeQuant(ReLU6(x), 0, M)
+#: for M <= 6, in value and in its straight-through gradient mask.
+_FUSABLE_RELU_OPS = {"Relu": None, "Relu6": 6.0}
+
+
+def nudged_range(minimum, maximum, num_bits):
+    """The range TF's fake-quant ops really use: [min, max] moved so 0 is a level.
+
+    As ``tf.quantization.fake_quant_with_min_max_vars`` with ``narrow_range=False``:
+    scale = (max - min) / (2^b - 1), zero point = round(-min / scale) clamped
+    to 0..2^b - 1, and the nudged range is ``(-zp * scale, (2^b - 1 - zp) * scale)``.
+    """
+    quant_max = float(2**num_bits - 1)
+    scale = (maximum - minimum) / quant_max
+    safe_scale = tf.where(scale > 0, scale, tf.ones_like(scale))
+    zero_point = tf.clip_by_value(tf.floor(-minimum / safe_scale + 0.5), 0.0, quant_max)
+    return -zero_point * scale, (quant_max - zero_point) * scale
+
+
+def fake_quantize_activations(x, minimum, maximum, num_bits, *, non_negative=False):
+    """Per-tensor asymmetric fake-quant of ``x`` to ``num_bits`` in ``[minimum, maximum]``.
+
+    Forward: ``tf.quantization.fake_quant_with_min_max_vars`` (Jacob et al. 2018),
+    the op the TFLite converter reads. Backward: straight-through inside the
+    nudged range, zero outside, and no gradient to the range (its variables are
+    moving averages, not trained). TF's own gradient op also reduces the
+    gradient for min and max in two extra passes over the tensor; here the mask
+    is one ``Relu6Grad`` on ``x`` rescaled so the range maps to (0, 6).
+
+    Args:
+      x: float32 tensor, any shape.
+      minimum, maximum: scalar tensors with minimum <= 0 <= maximum.
+      num_bits: 2..8.
+      non_negative: ``minimum`` is 0 (after a ReLU): skips one subtraction.
+
+    Returns:
+      The fake-quantized tensor, shape and dtype of ``x``.
+    """
+    low, high = nudged_range(minimum, maximum, num_bits)
+    to_relu6 = 6.0 / tf.maximum(high - low, 1e-30)
+
+    @tf.custom_gradient
+    def _fake_quantize(inputs):
+        y = tf.quantization.fake_quant_with_min_max_vars(
+            inputs, minimum, maximum, num_bits=num_bits, narrow_range=False
+        )
+
+        def straight_through(dy):
+            features = inputs * to_relu6 if non_negative else (inputs - low) * to_relu6
+            return tf.raw_ops.Relu6Grad(gradients=dy, features=features)
+
+        return y, straight_through
+
+    return _fake_quantize(x)
+
+
+def _relu_input(tensor):
+    """(input, upper clamp) of the Relu/Relu6 op that produced ``tensor`` in a graph, else None."""
+    if tf.executing_eagerly() or not hasattr(tensor, "op"):
+        return None
+    op = tensor.op
+    if op.type not in _FUSABLE_RELU_OPS or op.inputs[0].dtype != tensor.dtype:
+        return None
+    return op.inputs[0], _FUSABLE_RELU_OPS[op.type]
+
+
+@keras.utils.register_keras_serializable(package="tfq_pareto")
+class ActivationQuantizer(_checks.ConfigMixin, tfmot.quantization.keras.quantizers.Quantizer):
+    """Activation fake-quant with a moving-average range, for any layer output.
+
+    The range follows tfmot's ``MovingAverageQuantizer`` (which the export and
+    the TFLite converter read): variables ``<name>_min`` and ``<name>_max``,
+    initialised to [-6, 6], updated in training to an EMA (decay 0.999) of the
+    batch range extended to include 0; the op is
+    :func:`fake_quantize_activations`. Two departures make a training step
+    cheaper, with the same forward values:
+
+    * the straight-through gradient skips the range's (unused) gradient;
+    * with ``non_negative=True`` (the input is a ReLU's output, never negative)
+      the minimum is 0 from the start instead of decaying from -6 towards the
+      0 that tfmot's EMA reaches, so no level is spent on negative values; and
+      when, in a traced graph, the input is a ``Relu``/``Relu6`` op's output, the
+      fake-quant reads the op's input instead: its clamp to [0, max <= 6] is the
+      ReLU, and its mask the ReLU's gradient, so neither is computed twice.
+
+    Args:
+      num_bits: 2..8.
+      non_negative: True only for the outputs of ReLU-like ops (values >= 0).
+    """
+
+    def __init__(self, num_bits, non_negative=False):
+        self.num_bits = check_bits("num_bits", num_bits, range(2, 9))
+        self.non_negative = bool(non_negative)
+
+    def build(self, tensor_shape, name, layer):
+        low = 0.0 if self.non_negative else ACTIVATION_INIT_RANGE[0]
+        minimum = layer.add_weight(
+            name + "_min", initializer=keras.initializers.Constant(low), trainable=False
+        )
+        maximum = layer.add_weight(
+            name + "_max",
+            initializer=keras.initializers.Constant(ACTIVATION_INIT_RANGE[1]),
+            trainable=False,
+        )
+        return {"min_var": minimum, "max_var": maximum}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        min_var, max_var = weights["min_var"], weights["max_var"]
+        if not training:
+            return tf.quantization.fake_quant_with_min_max_vars(
+                inputs, min_var, max_var, num_bits=self.num_bits, narrow_range=False
+            )
+        fused = _relu_input(inputs) if self.non_negative else None
+        x = inputs if fused is None else fused[0]
+        batch_max = tf.reduce_max(x)
+        if fused is not None and fused[1] is not None:
+            batch_max = tf.minimum(batch_max, fused[1])
+        maximum = tf.__internal__.train.assign_moving_average(
+            max_var, tf.maximum(batch_max, 0.0), ACTIVATION_EMA_DECAY, zero_debias=False
+        )
+        if self.non_negative:
+            minimum = tf.zeros_like(maximum)
+        else:
+            minimum = tf.__internal__.train.assign_moving_average(
+                min_var, tf.minimum(tf.reduce_min(x), 0.0), ACTIVATION_EMA_DECAY,
+                zero_debias=False,
+            )
+        return fake_quantize_activations(
+            x, minimum, maximum, self.num_bits, non_negative=self.non_negative
+        )
+
+    def get_config(self):
+        return {"num_bits": self.num_bits, "non_negative": self.non_negative}
+
+
+def activation_quantizer(num_bits, non_negative=False):
+    """:class:`ActivationQuantizer` at ``num_bits`` (2..8)."""
+    return ActivationQuantizer(num_bits, non_negative=non_negative)

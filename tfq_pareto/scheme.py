@@ -23,7 +23,13 @@ from tensorflow_model_optimization.python.core.quantization.keras.graph_transfor
 from tfq_pareto import _graph, keras3
 from tfq_pareto._checks import ConfigMixin
 from tfq_pareto._keras import keras, tfmot
-from tfq_pareto.configs import ACTIVATION_BITS, CONFIG_FOR_LAYER, CUSTOM_OBJECTS
+from tfq_pareto.configs import (
+    ACTIVATION_BITS,
+    CONFIG_FOR_LAYER,
+    CUSTOM_OBJECTS,
+    ReLUQuantizeConfig,
+    is_relu,
+)
 from tfq_pareto.quantizers import SUPPORTED_BITS, TERNARY_SCALES, check_bits
 
 #: Bits of the fake-quant right after the model input: images are 8-bit data.
@@ -151,6 +157,8 @@ class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
             return CONFIG_FOR_LAYER[cls](
                 self.layer_bits(layer), act_bits=act_bits, ternary_scale=self.ternary_scale
             )
+        if is_relu(layer):
+            return ReLUQuantizeConfig(self.act_bits)
         if cls in _EXTRA_OUTPUT_LAYERS:
             return n_bit_configs.DefaultNBitOutputQuantizeConfig(
                 num_bits_weight=8, num_bits_activation=self.act_bits
