@@ -1,4 +1,8 @@
-"""Per-filter weight quantizers of Sec. 3.1, with straight-through gradients.
+"""Per-filter weight quantizers of Sec. 3.1, and the activation quantizer.
+
+Activations (:class:`ActivationQuantizer`) are fake-quantized per tensor with a
+moving-average range (Jacob et al. 2018), as tfmot does; see its docstring for
+where it departs from tfmot's quantizer and why.
 
 Every quantizer works on one *filter* at a time: the weights that produce one
 output channel.
@@ -19,7 +23,7 @@ Formulas, for a filter W_i with m_i = mean|W_i|:
   ``s_i = a_i / (2^(b-1) - 1)``: 2^b - 1 levels, symmetric, zero included.
 * Backward, Eq. (5): straight-through, dQ/dW = identity for every precision.
 
-All quantizers are scale invariant, so they are evaluated on ``W_i / max|W_i|``
+All weight quantizers are scale invariant, so they are evaluated on ``W_i / max|W_i|``
 and scaled back: no overflow for huge weights, and an all-zero filter
 quantizes to zeros without dividing by zero.
 """
