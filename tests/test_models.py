@@ -13,6 +13,7 @@ from tfq_pareto.models import (
     resnet_cifar,
     vgg11,
 )
+from tfq_pareto.models.vgg import TABLE2_FAN_INS
 
 
 def _counts(model):
@@ -27,11 +28,11 @@ CIFAR_FAMILIES = {
     "resnet20": (lambda w: resnet_cifar(20, w, 10), 21, 0),  # stem + 18 + 2 shortcuts
     "resnet56": (lambda w: resnet_cifar(56, w, 10), 57, 0),
     "vgg11": (lambda w: vgg11(w), 8, 0),
-    "vgg11A": (lambda w: vgg11(w, "A"), 8, 2),  # 6 standard + 2 pointwise
+    "vgg11A": (lambda w: vgg11(w, "A"), 8, 1),  # 7 standard + 1 pointwise (Table 6)
     "vgg11B": (lambda w: vgg11(w, "B"), 8, 4),
-    "vgg11C": (lambda w: vgg11(w, "C"), 8, 6),
+    "vgg11C": (lambda w: vgg11(w, "C"), 8, 7),
     "mobilenet_v2_cifar": (mobilenet_v2_cifar, 35, 17),  # stem + 16 expand + 17 project + head
-    "inv_resnet26": (inv_resnet26, 27, 12),  # stem + 12 expand + 12 project + 2 shortcuts
+    "inv_resnet26": (inv_resnet26, 25, 12),  # stem + 12 expand + 12 project (Table 5)
 }
 
 
@@ -92,9 +93,90 @@ def test_imagenet_families_at_width_2(build):
     assert model(np.zeros((1, 32, 32, 3), "float32")).shape == (1, 1000)
 
 
+def _conv_sequence(model):
+    """("conv"/"dw", output channels, kernel, stride) of every conv, in graph order; "M" pools."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.MaxPooling2D):
+            out.append("M")
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            out.append(("dw", layer.output_shape[-1], layer.kernel_size[0], layer.strides[0]))
+        elif isinstance(layer, keras.layers.Conv2D):
+            out.append(("conv", layer.filters, layer.kernel_size[0], layer.strides[0]))
+    return out
+
+
+def _table6(variant):
+    """Table 6 of the paper, transcribed: the layers of VGG-11 and of variants A, B, C."""
+    conv = lambda c: [("conv", c, 3, 1)]  # noqa: E731
+    dws = lambda c: [("conv", c, 1, 1), ("dw", c, 3, 1)]  # noqa: E731  Conv2d(C,1,1) -> DWConv2d(C,3,3)
+    rows = {  # row of Table 6: (VGG11, A, B, C)
+        2: (conv(128), dws(128), dws(128), dws(128)),
+        3: (conv(256), conv(256), dws(256), dws(256)),
+        4: (conv(256), conv(256), dws(256), dws(256)),
+        5: (conv(512), conv(512), dws(512), dws(512)),
+        6: (conv(512), conv(512), conv(512), dws(512)),
+        7: (conv(512), conv(512), conv(512), dws(512)),
+        8: (conv(512), conv(512), conv(512), dws(512)),
+    }
+    column = (None, "A", "B", "C").index(variant)
+    r = {i: rows[i][column] for i in rows}
+    return (conv(64) + ["M"] + r[2] + ["M"] + r[3] + r[4] + ["M"] + r[5] + r[6] + ["M"]
+            + r[7] + r[8] + ["M"])
+
+
+@pytest.mark.parametrize("variant", [None, "A", "B", "C"])
+def test_vgg11_variants_follow_table_6(variant):
+    assert _conv_sequence(vgg11(1.0, variant)) == _table6(variant)
+
+
+def test_vgg11_table2_fan_ins():
+    """Table 2: variant C at 0.5x with depthwise fan-in d = 1x3x3, 1x6x6, 4x3x3, 1x12x12, 16x3x3."""
+    paper_d = [9, 36, 36, 144, 144]  # Sec. 5.2: growing channels matches the larger kernel's d
+    for (group, kernel), d in zip(TABLE2_FAN_INS, paper_d):
+        model = vgg11(0.5, "C", 10, dw_fan_in=(group, kernel))
+        replaced = [l for l in model.layers if l.name.endswith("_dw")]
+        assert len(replaced) == 7
+        for layer in replaced:
+            kernel_shape = (layer.depthwise_kernel if group == 1 else layer.kernel).shape
+            fan_in = kernel_shape[0] * kernel_shape[1] * (1 if group == 1 else kernel_shape[2])
+            assert fan_in == d
+            assert layer.output_shape[-1] == layer.input_shape[-1]  # runs at width C
+        assert model(np.zeros((1, 32, 32, 3), "float32")).shape == (1, 10)
+    with pytest.raises(ValueError, match="multiple of its 16 input channels"):
+        vgg11(0.3, "C", dw_fan_in=(16, 3))
+    with pytest.raises(ValueError, match="dw_fan_in must be"):
+        vgg11(0.5, "C", dw_fan_in=(0, 3))
+
+
 def test_mobilenet_v2_cifar_downsamples_twice():
+    """Appendix C: stem stride 2 (Sandler et al.), only the fifth bottleneck row strides 2."""
     model = mobilenet_v2_cifar()
+    assert model.get_layer("stem_conv").output_shape[1:3] == (16, 16)
+    # Sandler et al. Table 2: repeats n of the 7 bottleneck rows; the map size after each.
+    repeats, expected = (1, 2, 3, 4, 3, 3, 1), (16, 16, 16, 16, 8, 8, 8)
+    last_block = np.cumsum(repeats) - 1
+    for block, size in zip(last_block, expected):
+        names = {l.name for l in model.layers}
+        name = f"block{block}_add" if f"block{block}_add" in names else f"block{block}_project_bn"
+        assert model.get_layer(name).output_shape[1:3] == (size, size), name
+    strided = [l.name for l in model.layers
+               if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+               and l.strides[0] == 2]
+    assert strided == ["stem_conv", "block10_dw"]  # block10: first block of the fifth row
     assert model.get_layer("head_conv").output_shape[1:3] == (8, 8)
+
+
+def test_inv_resnet26_follows_table_5():
+    """Table 5: per block Conv2d(6C,1,1), DWConv2d(6C,3,3) with the stride, Conv2d(C,1,1)."""
+    expected = [("conv", 16, 3, 1)]
+    for c, stride in ((16, 1), (32, 2), (64, 2)):
+        for block in range(4):
+            s = stride if block == 0 else 1
+            expected += [("conv", 6 * c, 1, 1), ("dw", 6 * c, 3, s), ("conv", c, 1, 1)]
+    assert _conv_sequence(inv_resnet26(1.0, 10)) == expected
+    adds = [l for l in inv_resnet26(1.0, 10).layers if isinstance(l, keras.layers.Add)]
+    assert len(adds) == 12 - 2  # no shortcut where the shape changes (no projection conv)
 
 
 def test_every_family_is_registered():

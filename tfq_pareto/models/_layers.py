@@ -43,10 +43,10 @@ def conv_bn(x, filters, kernel_size, strides, name, *, activation="relu", use_bi
 
 
 def depthwise_bn(x, strides, name, *, activation="relu", padding="same", bn_epsilon=1e-3,
-                 bn_momentum=0.9):
-    """DepthwiseConv2D 3x3 -> BatchNormalization -> optional ReLU/ReLU6."""
-    x = keras.layers.DepthwiseConv2D(3, strides=strides, padding=padding, use_bias=False,
-                                     name=f"{name}_dw")(x)
+                 bn_momentum=0.9, kernel_size=3):
+    """DepthwiseConv2D (3x3 unless ``kernel_size``) -> BatchNormalization -> optional ReLU/ReLU6."""
+    x = keras.layers.DepthwiseConv2D(kernel_size, strides=strides, padding=padding,
+                                     use_bias=False, name=f"{name}_dw")(x)
     x = keras.layers.BatchNormalization(epsilon=bn_epsilon, momentum=bn_momentum,
                                         name=f"{name}_dw_bn")(x)
     return activate(x, activation, f"{name}_dw")

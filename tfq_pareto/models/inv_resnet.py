@@ -1,12 +1,23 @@
 """Inverted-residual ResNet-26 for CIFAR (Table 5).
 
-ResNet-26 (n = 4 blocks per stage; stem conv 16; stages at 16, 32, 64
+ResNet-26 (n = 4 blocks per stage; stem conv 16; stages at C = 16, 32, 64
 channels, stride 2 at stages 2 and 3) whose basic blocks are replaced by
-inverted residual blocks of expansion 6: 1x1 expansion conv, 3x3 depthwise
-conv (carrying the block's stride), 1x1 linear projection conv, each followed
-by BN, ReLU after the first two. Shortcut: identity, or a 1x1 conv + BN when the
-shape changes (as in :mod:`resnet_cifar`); no ReLU after the add (linear
-bottleneck, as in MobileNetV2).
+inverted residual blocks, exactly as Table 5 lists them::
+
+    Conv2d(C x 6, 1, 1) Stride 1      expansion: 6 x the *stage's* width C, in
+                                      every block, also the first of a stage
+    DWConv2d(C x 6, 3, 3) Stride s    the depthwise conv carries the stride
+    Conv2d(C, 1, 1) Stride 1          linear projection
+
+each followed by BN, ReLU after the first two (linear bottleneck, as in
+MobileNetV2).
+
+Shortcut: Table 5 lists no projection conv, so there is none. Where the shape
+is unchanged (stride 1, C channels in and out) the block adds its input
+(identity); where it changes (the first block of stages 2 and 3: stride 2,
+C/2 -> C channels) the block has no shortcut, as MobileNetV2's inverted
+residual blocks (Sandler et al.) do. Every conv of the model is therefore one
+of Table 5's rows, plus the stem and the classifier.
 """
 
 from tfq_pareto._keras import keras
@@ -27,18 +38,17 @@ BLOCKS_PER_STAGE = 4
 
 
 def _inverted_block(x, filters, strides, name):
-    shortcut = x
-    y = conv_bn(x, EXPANSION * x.shape[-1], 1, 1, f"{name}_expand")
+    y = conv_bn(x, EXPANSION * filters, 1, 1, f"{name}_expand")
     y = depthwise_bn(y, strides, name)
     y = conv_bn(y, filters, 1, 1, f"{name}_project", activation=None)
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = conv_bn(x, filters, 1, strides, f"{name}_shortcut", activation=None)
-    return keras.layers.Add(name=f"{name}_add")([shortcut, y])
+        return y  # Table 5 has no projection shortcut: none where the shape changes
+    return keras.layers.Add(name=f"{name}_add")([x, y])
 
 
 def inv_resnet26(width_multiplier=1.0, num_classes=100, *, keep_first_last=False,
                  input_shape=(32, 32, 3)):
-    """ResNet-26 with inverted residual blocks (expansion 6), Table 5.
+    """ResNet-26 with inverted residual blocks (expansion 6 x the stage width), Table 5.
 
     Args:
       width_multiplier: scales every conv's channel count.

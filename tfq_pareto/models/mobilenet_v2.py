@@ -34,9 +34,15 @@ BOTTLENECKS = (
     (6, 320, 1, 1),
 )
 
-#: CIFAR strides: stem stride 1 and only the 32- and 64-channel stages stride 2,
-#: so a 32x32 image is down-sampled twice in total (to 8x8), as Appendix C asks.
-CIFAR_STRIDES = (1, 1, 2, 2, 1, 1, 1)
+#: CIFAR strides of the seven bottleneck sequences (Appendix C): "we change the stride of
+#: all the bottleneck blocks to 1 except for the fifth bottleneck block, which has a
+#: stride of 2. As a result, we down-sample the image twice in total." The stem keeps
+#: Sandler et al.'s stride 2 (32x32 -> 16x16) and the fifth bottleneck, the 96-channel
+#: sequence, strides 2 in its first block (16x16 -> 8x8).
+CIFAR_STRIDES = (1, 1, 1, 1, 2, 1, 1)
+
+#: Stride of the CIFAR stem conv (Sandler et al.'s, unchanged by Appendix C).
+CIFAR_STEM_STRIDES = 2
 
 #: BN settings of tf_keras.applications.MobileNetV2 (ImageNet) and of the CIFAR models.
 _BN_IMAGENET = {"bn_epsilon": 1e-3, "bn_momentum": 0.999}
@@ -111,7 +117,19 @@ def mobilenet_v2(width_multiplier=1.0, num_classes=1000, *, keep_first_last=True
 
 def mobilenet_v2_cifar(width_multiplier=1.0, num_classes=100, *, keep_first_last=False,
                        input_shape=(32, 32, 3)):
-    """MobileNetV2 for 32x32 images: stem stride 1, two stride-2 stages (Appendix C).
+    """MobileNetV2 for 32x32 images, down-sampling twice (Appendix C).
+
+    Appendix C: "follows the original MobileNetV2 (Table 2 in Sandler et al.) but
+    we change the stride of all the bottleneck blocks to 1 except for the fifth
+    bottleneck block, which has a stride of 2. As a result, we down-sample the
+    image twice in total". Our reading: a "bottleneck block" is a row of Sandler
+    et al.'s Table 2, the operator "bottleneck" repeated n times whose first
+    layer carries the stride s; the stem conv2d is not a bottleneck and keeps its
+    stride 2. So: stem stride 2 (32 -> 16), the fifth row (t=6, c=96, n=3) stride
+    2 in its first layer (16 -> 8), every other layer stride 1: two down-samplings,
+    as the text says. The other reading, the fifth *layer* (the second of the
+    32-channel row), would down-sample at a layer without a channel change,
+    mid-row, which Table 2's row structure never does.
 
     Args:
       width_multiplier: scales every conv's channel count.
@@ -122,5 +140,5 @@ def mobilenet_v2_cifar(width_multiplier=1.0, num_classes=100, *, keep_first_last
     Returns:
       A float tf_keras model named ``mobilenet_v2_cifar_w{width:.2f}``.
     """
-    return _mobilenet_v2(width_multiplier, num_classes, keep_first_last, input_shape, 1,
-                         CIFAR_STRIDES, "mobilenet_v2_cifar", softmax=False)
+    return _mobilenet_v2(width_multiplier, num_classes, keep_first_last, input_shape,
+                         CIFAR_STEM_STRIDES, CIFAR_STRIDES, "mobilenet_v2_cifar", softmax=False)
