@@ -29,8 +29,10 @@ def main():
     parser.add_argument("--dw-bits", type=int, default=None, help="depthwise bits (with --model mobilenet_v2_cifar)")
     parser.add_argument("--reference-widths", type=float, nargs="+", default=[0.5, 1.0, 1.5],
                         help="widths of the 4-bit model that set the size budgets")
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--act-bits", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=tfq_pareto.training.CIFAR.epochs,
+                        help="default: the CIFAR recipe's, 300 (Appendix A)")
+    parser.add_argument("--act-bits", type=int, default=None,
+                        help="default: the CIFAR recipe's, 4 (Sec. 3)")
     parser.add_argument("--out", default="runs/cifar100_pareto")
     parser.add_argument("--tiny", action="store_true", help="digits, 2 precisions, 1 size, 1 epoch")
     args = parser.parse_args()

@@ -7,7 +7,7 @@ first/last layer 8-bit) is widened to it. Both train with the ImageNet recipe
 120 for MobileNetV2, 8-bit activations), from a prepared tfds ``imagenet2012``.
 
     python examples/imagenet_dualprecision.py --model mobilenet_v2 --data-dir DIR \\
-        --conv-bits 4 --dw-bits 8 --strategy mirrored
+        --strategy mirrored          # Table 7's pick: 4/4 (ResNet-50: 1-bit)
     python examples/imagenet_dualprecision.py --tiny    # synthetic 32x32 data: a smoke test
 
 ``--tiny`` cannot use ImageNet (it needs the prepared archives): it writes a
@@ -33,18 +33,29 @@ def _tiny_npz(directory):
     return f"npz:{path}"
 
 
+#: Appendix E: "the final precision value selected for MobileNetV2 is 4 bit for both
+#: depth-wise convolutions and standard convolutions ... for ResNet50 is 1 bit."
+SELECTED_PAIRS = {"mobilenet_v2": (4, 4), "resnet50": (1, None)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["resnet50", "mobilenet_v2"], default="mobilenet_v2")
     parser.add_argument("--data-dir", default=None, help="tfds data_dir with imagenet2012 prepared")
-    parser.add_argument("--conv-bits", type=int, default=4)
-    parser.add_argument("--dw-bits", type=int, default=8)
+    parser.add_argument("--conv-bits", type=int, default=None,
+                        help="default: the pair Table 7 / Appendix E selected (MobileNetV2 4, "
+                        "ResNet-50 1)")
+    parser.add_argument("--dw-bits", type=int, default=None,
+                        help="default: Table 7's pick for MobileNetV2, 4 (ResNet-50 has none)")
     parser.add_argument("--reference-width", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=None, help="default: 90 (ResNet) / 120 (MobileNetV2)")
     parser.add_argument("--strategy", default="default", choices=["default", "mirrored", "multi_worker"])
     parser.add_argument("--out", default="runs/imagenet_dualprecision")
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args()
+    conv_bits, default_dw = SELECTED_PAIRS[args.model]
+    args.conv_bits = conv_bits if args.conv_bits is None else args.conv_bits
+    args.dw_bits = default_dw if args.dw_bits is None else args.dw_bits
 
     recipe = (tfq_pareto.training.IMAGENET_RESNET if args.model == "resnet50"
               else tfq_pareto.training.IMAGENET_MOBILENET)
@@ -63,7 +74,7 @@ def main():
     dw_bits = args.dw_bits if args.model == "mobilenet_v2" else None
     base = tfq_pareto.experiment.RunConfig(model=args.model, width=args.reference_width,
                                            conv_bits=8, dw_bits=8 if dw_bits else None,
-                                           act_bits=8, dataset=dataset)
+                                           act_bits=None, dataset=dataset)  # recipe's: 8
 
     def builder(width):
         return tfq_pareto.experiment.build_float_model(dataclasses.replace(base, width=width), info)

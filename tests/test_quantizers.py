@@ -230,8 +230,9 @@ def test_fake_quantize_activations_has_no_nan_for_an_empty_range():
 
 @pytest.mark.parametrize("bits", (4, 8))
 def test_activation_quantizer_equals_tfmot_moving_average_quantizer(bits):
-    """Same variables, EMA updates, outputs and input gradients as tfmot's, step after step."""
-    ours, theirs = ActivationQuantizer(bits), tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
+    """With init_from_batch=False: tfmot's variables, EMA updates, outputs and input gradients,
+    step after step."""
+    ours, theirs = ActivationQuantizer(bits, init_from_batch=False), tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
         num_bits=bits, per_axis=False, symmetric=False, narrow_range=False)
     host = _host()
     our_vars, their_vars = ours.build((None, 5), "ours", host), theirs.build((None, 5), "theirs", host)
@@ -275,9 +276,9 @@ def test_non_negative_quantizer_fuses_with_the_relu_and_equals_relu_then_quantiz
     variables = quantizer.build(x.shape, "output", _host())
     assert float(variables["min_var"]) == 0.0
     step, (y, grad) = _relu6_then_quantize(quantizer, variables, x)
-    # The range: min stays 0; max moves to the EMA of the ReLU6 output's max (6 here).
+    # The range: min stays 0; max starts at the first batch's ReLU6 output max.
     assert float(variables["min_var"]) == 0.0
-    maximum = 0.999 * 6.0 + 0.001 * float(tf.reduce_max(tf.nn.relu6(x)))
+    maximum = float(tf.reduce_max(tf.nn.relu6(x)))
     assert float(variables["max_var"]) == pytest.approx(maximum, rel=1e-6)
     relu6 = tf.nn.relu6(x)
     expected = tf.quantization.fake_quant_with_min_max_vars(relu6, 0.0, maximum, num_bits=4)
@@ -304,10 +305,35 @@ def test_non_negative_quantizer_gives_the_same_values_eagerly():
     assert float(eager_vars["max_var"]) == pytest.approx(float(graph_vars["max_var"]))
 
 
+@pytest.mark.parametrize("non_negative", [False, True])
+def test_activation_range_starts_from_the_first_batch_then_follows_the_ema(non_negative):
+    quantizer = ActivationQuantizer(4, non_negative=non_negative)
+    variables = quantizer.build((None, 6), "act", _host())
+    # Before any training step: tfmot's [-6, 6] (min 0 after a ReLU).
+    assert (float(variables["min_var"]), float(variables["max_var"])) == (
+        0.0 if non_negative else -6.0, 6.0)
+    rng = np.random.default_rng(3)
+    first = rng.uniform(0.1 if non_negative else -0.3, 0.5, size=(8, 6)).astype("float32")
+    quantizer(tf.constant(first), training=True, weights=variables)
+    assert float(variables["initialized_var"]) == 1.0
+    assert float(variables["max_var"]) == pytest.approx(first.max(), rel=1e-5)
+    assert float(variables["min_var"]) == pytest.approx(0.0 if non_negative else first.min(),
+                                                        rel=1e-5, abs=1e-7)
+    # Then the EMA (decay 0.999) of each batch's range, computed independently.
+    second = rng.uniform(0.1, 2.0, size=(8, 6)).astype("float32")
+    quantizer(tf.constant(second), training=True, weights=variables)
+    expected_max = 0.999 * first.max() + 0.001 * second.max()
+    assert float(variables["max_var"]) == pytest.approx(expected_max, rel=1e-5)
+    # Inference does not move the range.
+    quantizer(tf.constant(second * 10), training=False, weights=variables)
+    assert float(variables["max_var"]) == pytest.approx(expected_max, rel=1e-5)
+
+
 def test_activation_quantizer_config_round_trip_and_bad_bits():
     quantizer = ActivationQuantizer(4, non_negative=True)
     assert ActivationQuantizer.from_config(quantizer.get_config()) == quantizer
     assert quantizer != ActivationQuantizer(4) and quantizer != ActivationQuantizer(8, non_negative=True)
+    assert quantizer != ActivationQuantizer(4, non_negative=True, init_from_batch=False)
     restored = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(quantizer))
     assert restored == quantizer
     for bad in (1, 9, 4.0):

@@ -15,12 +15,60 @@ from conftest import build_plain_cnn
 
 
 def test_presets_match_appendix_a():
-    assert (training.CIFAR.learning_rate, training.CIFAR.batch_size, training.CIFAR.weight_decay,
-            training.CIFAR.warmup_epochs, training.CIFAR.momentum, training.CIFAR.nesterov) == (
-        0.05, 128, 5e-4, 5, 0.9, True)
+    # Appendix A: "a learning rate of 0.05, ..., warmup ... with 5 epochs, batch size of 128,
+    # total training epoch of 300, weight decay of 5e-4, SGD ... Nesterov ... 0.9 momentum";
+    # Sec. 3: 4-bit activations on CIFAR, 8-bit on ImageNet.
+    c = training.CIFAR
+    assert (c.learning_rate, c.batch_size, c.weight_decay, c.warmup_epochs, c.momentum,
+            c.nesterov, c.epochs, c.label_smoothing, c.act_bits) == (
+        0.05, 128, 5e-4, 5, 0.9, True, 300, 0.0, 4)
+    # "Batch size of 256, 120 total epochs for MobileNetV2 and 90 for ResNets, weight decay
+    # 4e-5, and 0.1 label smoothing"; the rest identical to CIFAR.
     r, m = training.IMAGENET_RESNET, training.IMAGENET_MOBILENET
     assert (r.batch_size, r.weight_decay, r.label_smoothing, r.epochs, m.epochs) == (
         256, 4e-5, 0.1, 90, 120)
+    for preset in (r, m):
+        assert (preset.learning_rate, preset.warmup_epochs, preset.momentum, preset.nesterov,
+                preset.act_bits) == (0.05, 5, 0.9, True, 8)
+        assert m.batch_size == 256 and m.weight_decay == 4e-5 and m.label_smoothing == 0.1
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_weight_decay_is_an_l2_term_before_momentum(nesterov):
+    """Two SGD steps from a known state against the update computed by hand (PyTorch's SGD
+    with weight_decay: the decay joins the gradient, then the momentum buffer)."""
+    lr, mu, wd = 0.1, 0.9, 0.01
+    w0 = np.array([1.0, -2.0, 0.5], "float32")
+    grads = [np.array([0.3, 0.1, -0.2], "float32"), np.array([-0.1, 0.4, 0.0], "float32")]
+    kernel = tf.Variable(w0, name="conv/kernel")
+    bias = tf.Variable(w0, name="conv/bias")
+    optimizer = training.L2SGD(l2=wd, learning_rate=lr, momentum=mu, nesterov=nesterov)
+    for g in grads:
+        optimizer.apply_gradients([(tf.constant(g), kernel), (tf.constant(g), bias)])
+    # By hand, PyTorch's form: buf = mu * buf + (g + wd * w); step = g' + mu * buf (Nesterov)
+    # or buf; w -= lr * step. tf_keras keeps m = -lr * buf: identical for a constant lr.
+    def by_hand(decay):
+        w, buf = w0.astype("float64"), np.zeros(3)
+        for g in grads:
+            g_total = g + decay * w
+            buf = mu * buf + g_total
+            w = w - lr * (g_total + mu * buf if nesterov else buf)
+        return w
+    np.testing.assert_allclose(kernel.numpy(), by_hand(wd), rtol=1e-6)
+    np.testing.assert_allclose(bias.numpy(), by_hand(0.0), rtol=1e-6)  # biases do not decay
+    # The decoupled form (tf_keras's weight_decay) moves the kernel about 1/(1 - mu) times less.
+    assert not np.allclose(by_hand(wd), by_hand(0.0) * (1 - lr * wd) ** 2, rtol=1e-4)
+
+
+def test_l2_sgd_round_trips_and_refuses_decoupled_decay():
+    optimizer = training.make_optimizer(training.CIFAR, steps_per_epoch=10)
+    assert isinstance(optimizer, training.L2SGD) and optimizer.l2 == 5e-4
+    clone = training.L2SGD.from_config(optimizer.get_config())
+    assert clone.l2 == 5e-4 and clone.nesterov
+    with pytest.raises(ValueError, match="give l2, not weight_decay; received weight_decay=0.1"):
+        training.L2SGD(weight_decay=0.1)
+    with pytest.raises(ValueError, match="l2 must be a number >= 0; received -1"):
+        training.L2SGD(l2=-1)
 
 
 def test_schedule_values_at_epoch_0_5_and_end():
@@ -61,7 +109,7 @@ def _kernel_and_bias_after_one_step(weight_decay):
 def test_weight_decay_shrinks_kernels_only():
     kernel0, _ = _kernel_and_bias_after_one_step(0.0)
     kernel1, _ = _kernel_and_bias_after_one_step(0.1)
-    # One SGD step of decoupled decay: W <- W - lr * wd * W = 0.95 W.
+    # One SGD step (no momentum) of the L2 term: W <- W - lr * wd * W = 0.95 W.
     np.testing.assert_allclose(kernel1, 0.95 * kernel0, rtol=1e-4, atol=1e-7)
     optimizer = training.make_optimizer(training.CIFAR, 1)
     bias = tf.Variable([1.0], name="dense/bias")
@@ -89,7 +137,8 @@ def test_outputs_logits_detects_softmax():
 @pytest.mark.parametrize(
     "field,value",
     [("epochs", 0), ("epochs", -3), ("batch_size", 0), ("learning_rate", 0), ("warmup_epochs", 9),
-     ("momentum", 1.0), ("weight_decay", -1e-4), ("label_smoothing", 1.0)],
+     ("momentum", 1.0), ("weight_decay", -1e-4), ("label_smoothing", 1.0), ("act_bits", 1),
+     ("act_bits", 16)],
 )
 def test_bad_recipe_values(field, value):
     with pytest.raises(ValueError, match=f"{field} must be .*received {value!r}"):

@@ -104,13 +104,15 @@ def is_relu(layer):
 
 
 @keras.utils.register_keras_serializable(package="tfq_pareto")
-class ReLUQuantizeConfig(ConfigMixin, tfmot.quantization.keras.QuantizeConfig):
-    """ReLU layer or ``Activation("relu"/"relu6")``: its output fake-quantized at ``act_bits``.
+class OutputQuantizeConfig(ConfigMixin, tfmot.quantization.keras.QuantizeConfig):
+    """Any layer quantized at its output only (BN, Add, pooling, Concatenate, ...), at ``act_bits``.
 
-    The range starts and stays at minimum 0 (a ReLU's output is never
-    negative), and in training the fake-quant takes the ReLU's place; see
-    :class:`~tfq_pareto.quantizers.ActivationQuantizer` with ``non_negative=True``.
+    It takes the place of tfmot's n-bit output configs so that every activation
+    range starts from the first training batch
+    (:class:`~tfq_pareto.quantizers.ActivationQuantizer`).
     """
+
+    _NON_NEGATIVE = False
 
     def __init__(self, act_bits=8):
         self.act_bits = check_bits("act_bits", act_bits, ACTIVATION_BITS)
@@ -128,10 +130,22 @@ class ReLUQuantizeConfig(ConfigMixin, tfmot.quantization.keras.QuantizeConfig):
         pass
 
     def get_output_quantizers(self, layer):
-        return [activation_quantizer(self.act_bits, non_negative=True)]
+        return [activation_quantizer(self.act_bits, non_negative=self._NON_NEGATIVE)]
 
     def get_config(self):
         return {"act_bits": self.act_bits}
+
+
+@keras.utils.register_keras_serializable(package="tfq_pareto")
+class ReLUQuantizeConfig(OutputQuantizeConfig):
+    """ReLU layer or ``Activation("relu"/"relu6")``: its output fake-quantized at ``act_bits``.
+
+    The range starts and stays at minimum 0 (a ReLU's output is never
+    negative), and in training the fake-quant takes the ReLU's place; see
+    :class:`~tfq_pareto.quantizers.ActivationQuantizer` with ``non_negative=True``.
+    """
+
+    _NON_NEGATIVE = True
 
 
 #: Layer class -> config class. Matched by exact class, as tfmot's registries do.
@@ -146,6 +160,7 @@ CUSTOM_OBJECTS = {
     "PerFilterWeightQuantizer": PerFilterWeightQuantizer,
     "ActivationQuantizer": ActivationQuantizer,
     "ReLUQuantizeConfig": ReLUQuantizeConfig,
+    "OutputQuantizeConfig": OutputQuantizeConfig,
     "ConvQuantizeConfig": ConvQuantizeConfig,
     "DepthwiseConvQuantizeConfig": DepthwiseConvQuantizeConfig,
     "DenseQuantizeConfig": DenseQuantizeConfig,

@@ -21,7 +21,12 @@ MODEL_FILE = "model.h5"
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """What to train: a family at a width, its precision, and the data."""
+    """What to train: a family at a width, its precision, and the data.
+
+    ``act_bits=None`` (the default) takes the recipe's activation bits when the
+    run starts (:attr:`tfq_pareto.training.Recipe.act_bits`: 4 for the CIFAR
+    preset, 8 for the ImageNet ones, as in Sec. 3).
+    """
 
     model: str = "resnet_cifar"
     depth: int = 20
@@ -30,7 +35,7 @@ class RunConfig:
     conv_bits: int = 1
     dw_bits: int = None
     first_last_bits: int = 8
-    act_bits: int = 8
+    act_bits: int = None
     dataset: str = "digits"
 
     def __post_init__(self):
@@ -40,7 +45,8 @@ class RunConfig:
         if self.dw_bits is not None:
             check_bits("dw_bits", self.dw_bits)
         check_bits("first_last_bits", self.first_last_bits)
-        check_bits("act_bits", self.act_bits, range(2, 9))
+        if self.act_bits is not None:
+            check_bits("act_bits", self.act_bits, range(2, 9))
         if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
             raise ValueError(f"width must be a number > 0; received {self.width!r}")
 
@@ -78,11 +84,14 @@ def run(config, recipe, *, out_dir, data_dir=None, download=False, image_size=16
     """Trains and evaluates ``config`` with ``recipe``; resumes from ``out_dir``.
 
     A finished run (its record exists with the same config and recipe) is not
-    retrained: its record is returned.
+    retrained: its record is returned. A config without ``act_bits`` gets the
+    recipe's, and the record holds the value used.
 
     Returns:
       The record dict (also written to ``out_dir/record.json``).
     """
+    if config.act_bits is None:
+        config = dataclasses.replace(config, act_bits=recipe.act_bits)
     record_path = os.path.join(out_dir, RECORD_FILE)
     wanted = {"config": dataclasses.asdict(config), "recipe": dataclasses.asdict(recipe)}
     if os.path.exists(record_path):

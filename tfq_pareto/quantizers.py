@@ -174,7 +174,8 @@ class PerFilterWeightQuantizer(_checks.ConfigMixin, tfmot.quantization.keras.qua
         }
 
 
-#: Initial activation range and EMA decay of the range: tfmot's MovingAverageQuantizer's.
+#: Activation range before the first training batch, and EMA decay of the range:
+#: tfmot's MovingAverageQuantizer's.
 ACTIVATION_INIT_RANGE = (-6.0, 6.0)
 ACTIVATION_EMA_DECAY = 0.999
 
@@ -251,27 +252,38 @@ class ActivationQuantizer(_checks.ConfigMixin, tfmot.quantization.keras.quantize
 
     The range follows tfmot's ``MovingAverageQuantizer`` (which the export and
     the TFLite converter read): variables ``<name>_min`` and ``<name>_max``,
-    initialised to [-6, 6], updated in training to an EMA (decay 0.999) of the
-    batch range extended to include 0; the op is
-    :func:`fake_quantize_activations`. Two departures make a training step
-    cheaper, with the same forward values:
+    updated in training to an EMA (decay 0.999) of the batch range extended to
+    include 0; the op is :func:`fake_quantize_activations`. It departs from
+    tfmot's quantizer in three ways:
 
+    * **the range starts from the data** (``init_from_batch=True``, the
+      default): the first training batch sets the range to that batch's range,
+      and the EMA runs from there (a third variable, ``<name>_initialized``,
+      records that it happened and is saved with the model). tfmot starts at
+      [-6, 6] and moves by 0.1% a step, so a run shorter than a few thousand
+      steps keeps a range many times wider than the data: a 4-bit grid over
+      [-6, 6] has a step of 0.8, coarser than most activations. Before the first
+      training step (and with ``init_from_batch=False``, tfmot's behaviour) the
+      range is [-6, 6];
     * the straight-through gradient skips the range's (unused) gradient;
     * with ``non_negative=True`` (the input is a ReLU's output, never negative)
-      the minimum is 0 from the start instead of decaying from -6 towards the
-      0 that tfmot's EMA reaches, so no level is spent on negative values; and
-      when, in a traced graph, the input is a ``Relu``/``Relu6`` op's output, the
-      fake-quant reads the op's input instead: its clamp to [0, max <= 6] is the
-      ReLU, and its mask the ReLU's gradient, so neither is computed twice.
+      the minimum is 0 from the start, so no level is spent on negative values;
+      and when, in a traced graph, the input is a ``Relu``/``Relu6`` op's
+      output, the fake-quant reads the op's input instead: its clamp to
+      [0, max <= 6] is the ReLU, and its mask the ReLU's gradient, so neither is
+      computed twice.
 
     Args:
       num_bits: 2..8.
       non_negative: True only for the outputs of ReLU-like ops (values >= 0).
+      init_from_batch: set the range from the first training batch (default);
+        False keeps tfmot's fixed [-6, 6] start.
     """
 
-    def __init__(self, num_bits, non_negative=False):
+    def __init__(self, num_bits, non_negative=False, init_from_batch=True):
         self.num_bits = check_bits("num_bits", num_bits, range(2, 9))
         self.non_negative = bool(non_negative)
+        self.init_from_batch = bool(init_from_batch)
 
     def build(self, tensor_shape, name, layer):
         low = 0.0 if self.non_negative else ACTIVATION_INIT_RANGE[0]
@@ -283,7 +295,13 @@ class ActivationQuantizer(_checks.ConfigMixin, tfmot.quantization.keras.quantize
             initializer=keras.initializers.Constant(ACTIVATION_INIT_RANGE[1]),
             trainable=False,
         )
-        return {"min_var": minimum, "max_var": maximum}
+        variables = {"min_var": minimum, "max_var": maximum}
+        if self.init_from_batch:
+            variables["initialized_var"] = layer.add_weight(
+                name + "_initialized", initializer=keras.initializers.Constant(0.0),
+                trainable=False,
+            )
+        return variables
 
     def __call__(self, inputs, training, weights, **kwargs):
         min_var, max_var = weights["min_var"], weights["max_var"]
@@ -296,24 +314,31 @@ class ActivationQuantizer(_checks.ConfigMixin, tfmot.quantization.keras.quantize
         batch_max = tf.reduce_max(x)
         if fused is not None and fused[1] is not None:
             batch_max = tf.minimum(batch_max, fused[1])
+        initialized = weights.get("initialized_var")
+        # Before the first batch the EMA's decay is 0: the range becomes the batch's.
+        decay = ACTIVATION_EMA_DECAY if initialized is None else (
+            ACTIVATION_EMA_DECAY * tf.cast(initialized > 0.5, tf.float32))
         maximum = tf.__internal__.train.assign_moving_average(
-            max_var, tf.maximum(batch_max, 0.0), ACTIVATION_EMA_DECAY, zero_debias=False
+            max_var, tf.maximum(batch_max, 0.0), decay, zero_debias=False
         )
         if self.non_negative:
             minimum = tf.zeros_like(maximum)
         else:
             minimum = tf.__internal__.train.assign_moving_average(
-                min_var, tf.minimum(tf.reduce_min(x), 0.0), ACTIVATION_EMA_DECAY,
-                zero_debias=False,
+                min_var, tf.minimum(tf.reduce_min(x), 0.0), decay, zero_debias=False,
             )
+        if initialized is not None:
+            with tf.control_dependencies([maximum, minimum]):
+                initialized.assign(1.0)
         return fake_quantize_activations(
             x, minimum, maximum, self.num_bits, non_negative=self.non_negative
         )
 
     def get_config(self):
-        return {"num_bits": self.num_bits, "non_negative": self.non_negative}
+        return {"num_bits": self.num_bits, "non_negative": self.non_negative,
+                "init_from_batch": self.init_from_batch}
 
 
-def activation_quantizer(num_bits, non_negative=False):
-    """:class:`ActivationQuantizer` at ``num_bits`` (2..8)."""
-    return ActivationQuantizer(num_bits, non_negative=non_negative)
+def activation_quantizer(num_bits, non_negative=False, init_from_batch=True):
+    """:class:`ActivationQuantizer` at ``num_bits`` (2..8), its range set by the first batch."""
+    return ActivationQuantizer(num_bits, non_negative=non_negative, init_from_batch=init_from_batch)

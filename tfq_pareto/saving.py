@@ -51,10 +51,10 @@ def load_model(path, compile=True):  # pylint: disable=redefined-builtin
     With ``compile=True`` the optimizer is restored too, including the Appendix A
     learning-rate schedule (:class:`tfq_pareto.training.WarmupCosine`).
     """
-    from tfq_pareto.training import WarmupCosine  # pylint: disable=import-outside-toplevel
+    from tfq_pareto.training import L2SGD, WarmupCosine  # pylint: disable=import-outside-toplevel
 
     _format_for(path)
     if not os.path.exists(os.fspath(path)):
         raise FileNotFoundError(f"no model at {os.fspath(path)!r}")
-    with quantize_scope({"WarmupCosine": WarmupCosine}):
+    with quantize_scope({"WarmupCosine": WarmupCosine, "L2SGD": L2SGD}):
         return keras.models.load_model(os.fspath(path), compile=compile)

@@ -16,8 +16,11 @@ from tensorflow_model_optimization.python.core.quantization.keras.experimental.d
     default_n_bit_quantize_registry as n_bit_registry,
     default_n_bit_transforms as n_bit_transforms,
 )
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
+from tensorflow_model_optimization.python.core.quantization.keras import utils as tfmot_utils
 from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
     model_transformer,
+    transforms as tfmot_transforms,
 )
 
 from tfq_pareto import _graph, keras3
@@ -27,10 +30,17 @@ from tfq_pareto.configs import (
     ACTIVATION_BITS,
     CONFIG_FOR_LAYER,
     CUSTOM_OBJECTS,
+    OutputQuantizeConfig,
     ReLUQuantizeConfig,
     is_relu,
 )
-from tfq_pareto.quantizers import SUPPORTED_BITS, TERNARY_SCALES, check_bits
+from tfq_pareto.quantizers import (
+    SUPPORTED_BITS,
+    TERNARY_SCALES,
+    ActivationQuantizer,
+    activation_quantizer,
+    check_bits,
+)
 
 #: Bits of the fake-quant right after the model input: images are 8-bit data.
 INPUT_BITS = 8
@@ -86,6 +96,48 @@ _N_BIT_TRANSFORMS = (
 
 def _check_optional_bits(name, value):
     return None if value is None else check_bits(name, value)
+
+
+def _own_output_config(config):
+    """tfmot's output-only n-bit config -> :class:`OutputQuantizeConfig` at the same bits.
+
+    Our config's quantizer starts its range from the first training batch
+    instead of tfmot's [-6, 6]; any other config is returned unchanged.
+    """
+    # pylint: disable=protected-access
+    if type(config) is n_bit_configs.DefaultNBitOutputQuantizeConfig:  # noqa: E721
+        return OutputQuantizeConfig(config._num_bits_activation)
+    if (type(config) is n_bit_registry.DefaultNBitQuantizeConfig  # noqa: E721
+            and config.quantize_output and not config.weight_attrs
+            and not config.activation_attrs):
+        return OutputQuantizeConfig(config._num_bits_activation)
+    return config
+
+
+class _InputLayerQuantize(tfmot_transforms.Transform):
+    """InputLayer -> QuantizeLayer(:class:`ActivationQuantizer` at ``num_bits``).
+
+    tfmot's own transform uses its ``AllValuesQuantizer``, whose range starts
+    at [-6, 6] and only ever grows: normalised images (|x| ~ 2) would keep an
+    8-bit input step 3x coarser than needed. Ours starts from the first batch
+    and then follows the EMA, like every other activation.
+    """
+
+    def __init__(self, num_bits):
+        self._num_bits = num_bits
+
+    def pattern(self):
+        return tfmot_transforms.LayerPattern("InputLayer")
+
+    def replacement(self, match_layer):
+        layer = quantize_layer.QuantizeLayer(activation_quantizer(self._num_bits))
+        config = tfmot_utils.serialize_layer(layer, use_legacy_format=True)
+        config["name"] = layer.name
+        return tfmot_transforms.LayerNode(config, input_layers=[match_layer])
+
+    def custom_objects(self):
+        return {"QuantizeLayer": quantize_layer.QuantizeLayer,
+                "ActivationQuantizer": ActivationQuantizer}
 
 
 class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
@@ -160,10 +212,8 @@ class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
         if is_relu(layer):
             return ReLUQuantizeConfig(self.act_bits)
         if cls in _EXTRA_OUTPUT_LAYERS:
-            return n_bit_configs.DefaultNBitOutputQuantizeConfig(
-                num_bits_weight=8, num_bits_activation=self.act_bits
-            )
-        return super().get_quantize_config(layer)
+            return OutputQuantizeConfig(self.act_bits)
+        return _own_output_config(super().get_quantize_config(layer))
 
 
 class _DualPrecisionLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
@@ -174,9 +224,8 @@ class _DualPrecisionLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTrans
 
     def apply(self, model, layer_quantize_map):
         act_bits = self._scheme.act_bits
-        transforms = [
-            n_bit_transforms.InputLayerQuantize(num_bits_weight=8, num_bits_activation=INPUT_BITS)
-        ] + [t(num_bits_weight=8, num_bits_activation=act_bits) for t in _N_BIT_TRANSFORMS]
+        transforms = [_InputLayerQuantize(INPUT_BITS)] + [
+            t(num_bits_weight=8, num_bits_activation=act_bits) for t in _N_BIT_TRANSFORMS]
         transformed, quantize_map = model_transformer.ModelTransformer(
             model, transforms, set(layer_quantize_map.keys()), layer_quantize_map
         ).transform()
@@ -191,6 +240,8 @@ class _DualPrecisionLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTrans
         for layer in transformed.layers:
             entry = quantize_map.get(layer.name)
             config = entry.get("quantize_config") if entry else None
+            if config is not None:  # e.g. BN after Conv+BN: ranges that start from the data
+                config = entry["quantize_config"] = _own_output_config(config)
             if type(layer) in CONFIG_FOR_LAYER and isinstance(config, _TFMOT_CONFIGS):
                 entry["quantize_config"] = None
                 no_activation.add(layer.name)
