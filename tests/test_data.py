@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tfq_pareto import data
+from tfq_pareto._keras import tf
 
 
 def _first(dataset):
@@ -134,3 +135,37 @@ def test_pipeline_bad_arguments(kwargs, match):
     train, _, info = data.load("digits")
     with pytest.raises(ValueError, match=match):
         data.pipeline(train, info, training=True, **kwargs)
+
+
+def test_class_sorted_training_set_is_shuffled_whole_every_epoch(tmp_path):
+    """A training file stored sorted by class: every batch of the first epoch mixes classes.
+
+    20,000 examples, 10 classes in blocks of 2,000: a 10,000-example buffer would give the
+    first batches only classes 0..4.
+    """
+    n, classes = 20_000, 10
+    y = np.repeat(np.arange(classes), n // classes)
+    x = (np.arange(n)[:, None, None] % 256).astype("uint8") * np.ones((1, 4, 4), "uint8")
+    path = tmp_path / "sorted.npz"
+    np.savez(path, x=x, y=y)
+    train, _, info = data.load(f"npz:{path},{path}")
+    assert data.shuffle_buffer_for(train) == n
+    batches = data.pipeline(train, info, training=True, batch_size=64, seed=0)
+    seen = []
+    for _, labels in batches:
+        labels = labels.numpy()
+        seen.append(labels)
+        if len(labels) == 64:  # a uniform batch of 64 holds >= 7 of 10 classes (p > 0.9999)
+            assert len(set(labels)) >= 7
+    assert sorted(np.concatenate(seen)) == sorted(y)  # one epoch: every example once
+    second = np.concatenate([labels.numpy() for _, labels in batches])
+    assert not np.array_equal(second, np.concatenate(seen))  # reshuffled every epoch
+
+
+def test_shuffle_buffer_for_streams_and_bad_values():
+    unknown = tf.data.Dataset.range(10).filter(lambda v: v > 2)  # cardinality unknown
+    assert data.shuffle_buffer_for(unknown) == data.STREAM_SHUFFLE_BUFFER
+    train, _, info = data.load("digits")
+    assert data.shuffle_buffer_for(train) == info.num_train
+    with pytest.raises(ValueError, match="shuffle_buffer must be 'auto' or an int >= 1; received 0"):
+        data.pipeline(train, info, training=True, shuffle_buffer=0)

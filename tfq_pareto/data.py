@@ -43,6 +43,12 @@ PIXEL_STATS = {
 #: Augmentations :func:`pipeline` knows.
 AUGMENTATIONS = (None, "crop", "crop_flip", "imagenet")
 
+#: A training set at most this large (decoded, in bytes) is shuffled whole every epoch.
+FULL_SHUFFLE_MAX_BYTES = 4 << 30
+
+#: Shuffle buffer of a training set that is larger, or whose size is unknown (streamed).
+STREAM_SHUFFLE_BUFFER = 10_000
+
 #: Data sources :func:`load` knows (plus "npz:PATH[,PATH]").
 SOURCES = ("digits",) + tuple(TFDS_DATASETS)
 
@@ -164,7 +170,8 @@ def tfds_dataset(name, data_dir=None, download=False):
             )
         builder.download_and_prepare()
     num_classes, shape, train_split, test_split = TFDS_DATASETS[name]
-    train = builder.as_dataset(split=train_split, as_supervised=True)
+    # File order shuffled each epoch; pipeline() then shuffles examples (see shuffle_buffer).
+    train = builder.as_dataset(split=train_split, as_supervised=True, shuffle_files=True)
     test = builder.as_dataset(split=test_split, as_supervised=True)
 
     def count(split, dataset):
@@ -227,8 +234,36 @@ def _imagenet_eval(image, size):
     return tf.image.resize_with_crop_or_pad(image, size, size)
 
 
+def _element_bytes(dataset):
+    """Bytes of one (decoded) example, or None when a shape is not fully known."""
+    total = 0
+    for spec in tf.nest.flatten(dataset.element_spec):
+        if not spec.shape.is_fully_defined():
+            return None
+        total += spec.shape.num_elements() * spec.dtype.size
+    return total
+
+
+def shuffle_buffer_for(dataset):
+    """The buffer that shuffles ``dataset`` uniformly, or the streaming buffer.
+
+    SGD needs an i.i.d. order; a training set stored sorted by class (common
+    after converting per-class folders) trained through a small buffer sees one
+    class at a time. A dataset of known size up to :data:`FULL_SHUFFLE_MAX_BYTES`
+    (arrays, the digits, npz files, tfds CIFAR/MNIST) gets a buffer of its whole
+    size, i.e. a fresh uniform permutation every epoch. Otherwise (ImageNet,
+    streamed data of unknown size) the buffer is :data:`STREAM_SHUFFLE_BUFFER`,
+    and the data must already come in a random order (tfds shuffles its files).
+    """
+    count = int(dataset.cardinality())
+    element = _element_bytes(dataset)
+    if count > 0 and element is not None and count * element <= FULL_SHUFFLE_MAX_BYTES:
+        return count
+    return STREAM_SHUFFLE_BUFFER
+
+
 def pipeline(dataset, info, *, training, batch_size=128, augmentation="auto", image_size=None,
-             shuffle_buffer=10_000, seed=None, one_hot=False):
+             shuffle_buffer="auto", seed=None, one_hot=False):
     """Augments (when training), normalises, shuffles, batches and prefetches.
 
     Args:
@@ -240,7 +275,9 @@ def pipeline(dataset, info, *, training, batch_size=128, augmentation="auto", im
         "crop_flip" (CIFAR: 4-pixel pad, random crop, horizontal flip) or
         "imagenet" (random resized crop + flip; resize + centre crop to evaluate).
       image_size: output size for "imagenet" (default: info.image_shape).
-      shuffle_buffer: shuffle buffer when training.
+      shuffle_buffer: shuffle buffer when training; "auto" (default): the whole
+        training set when its size is known and it fits in memory (a uniform
+        reshuffle every epoch), else 10,000 (see :func:`shuffle_buffer_for`).
       seed: shuffle/augmentation seed.
       one_hot: labels as one-hot float vectors (for label smoothing).
 
@@ -270,6 +307,10 @@ def pipeline(dataset, info, *, training, batch_size=128, augmentation="auto", im
             label = tf.one_hot(label, info.num_classes)
         return image, label
 
+    if shuffle_buffer == "auto":
+        shuffle_buffer = shuffle_buffer_for(dataset) if training else None
+    elif isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 1:
+        raise ValueError(f"shuffle_buffer must be 'auto' or an int >= 1; received {shuffle_buffer!r}")
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE)
