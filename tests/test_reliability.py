@@ -25,8 +25,8 @@ from conftest import build_plain_cnn
 def _epoch_dataset(poison_from_epoch):
     """A dataset re-read every epoch; from ``poison_from_epoch`` on, the loss is NaN.
 
-    (NaN in the inputs alone does not do it: the input fake-quant clamps NaN into
-    its range. A NaN sample weight stands for any cause of a NaN loss.)
+    (NaN in the inputs alone does not do it: the input quantizer zeroes non-finite
+    pixels. A NaN sample weight stands for any cause of a NaN loss.)
     """
     state = {"epoch": -1}
     x = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
@@ -73,10 +73,17 @@ def test_nan_loss_in_the_first_epoch_says_there_is_no_checkpoint():
 
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
 def test_nan_inputs_never_reach_the_quantized_weights(bits):
+    """A NaN pixel in a training batch: an optimizer step must leave finite weights and ranges."""
     qat = tfq_pareto.apply(build_plain_cnn(), conv_bits=bits)
     x = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
     x[1, 2, 3, 0] = np.nan
-    qat(x, training=True)  # updates BN statistics and activation ranges with NaN
+    qat.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    loss = qat.train_on_batch(x, np.zeros(4, "int64"))  # ranges, BN statistics, weights move
+    assert np.isfinite(loss)
+    assert all(np.all(np.isfinite(w.numpy())) for w in qat.weights)
+    clean = np.nan_to_num(x)
+    assert np.all(np.isfinite(qat.predict(clean, verbose=0)))
     for wrapper in qat.layers:
         for weight, quantizer, variables in getattr(wrapper, "_weight_vars", []):
             q = quantizer(weight, training=False, weights=variables).numpy()

@@ -19,6 +19,7 @@ from tfq_pareto.configs import (
 from tfq_pareto.keras3 import to_tf_keras
 from tfq_pareto.quantizers import (
     ActivationQuantizer,
+    InputQuantizer,
     PerFilterWeightQuantizer,
     fake_quantize_activations,
     quantize_weights,
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivationQuantizer",
+    "InputQuantizer",
     "CLIPPING_CONSTANTS",
     "ConvQuantizeConfig",
     "DenseQuantizeConfig",

@@ -15,6 +15,7 @@ from tfq_pareto._checks import ConfigMixin
 from tfq_pareto._keras import keras, tfmot
 from tfq_pareto.quantizers import (
     ActivationQuantizer,
+    InputQuantizer,
     PerFilterWeightQuantizer,
     activation_quantizer,
     check_bits,
@@ -159,6 +160,7 @@ CONFIG_FOR_LAYER = {
 CUSTOM_OBJECTS = {
     "PerFilterWeightQuantizer": PerFilterWeightQuantizer,
     "ActivationQuantizer": ActivationQuantizer,
+    "InputQuantizer": InputQuantizer,
     "ReLUQuantizeConfig": ReLUQuantizeConfig,
     "OutputQuantizeConfig": OutputQuantizeConfig,
     "ConvQuantizeConfig": ConvQuantizeConfig,

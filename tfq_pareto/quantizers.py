@@ -339,6 +339,21 @@ class ActivationQuantizer(_checks.ConfigMixin, tfmot.quantization.keras.quantize
                 "init_from_batch": self.init_from_batch}
 
 
+@keras.utils.register_keras_serializable(package="tfq_pareto")
+class InputQuantizer(ActivationQuantizer):
+    """The model input's fake-quant: an :class:`ActivationQuantizer` that zeroes non-finite values.
+
+    A NaN or infinite pixel (a corrupt image) would otherwise reach the range,
+    the loss and, through one optimizer step, every weight. Here it becomes 0
+    (the data mean, after normalisation) before the range and the fake-quant
+    see it; finite inputs are unchanged. One elementwise pass over the input.
+    """
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        inputs = tf.where(tf.math.is_finite(inputs), inputs, tf.zeros_like(inputs))
+        return super().__call__(inputs, training, weights, **kwargs)
+
+
 def activation_quantizer(num_bits, non_negative=False, init_from_batch=True):
     """:class:`ActivationQuantizer` at ``num_bits`` (2..8), its range set by the first batch."""
     return ActivationQuantizer(num_bits, non_negative=non_negative, init_from_batch=init_from_batch)

@@ -38,7 +38,7 @@ from tfq_pareto.quantizers import (
     SUPPORTED_BITS,
     TERNARY_SCALES,
     ActivationQuantizer,
-    activation_quantizer,
+    InputQuantizer,
     check_bits,
 )
 
@@ -115,12 +115,13 @@ def _own_output_config(config):
 
 
 class _InputLayerQuantize(tfmot_transforms.Transform):
-    """InputLayer -> QuantizeLayer(:class:`ActivationQuantizer` at ``num_bits``).
+    """InputLayer -> QuantizeLayer(:class:`InputQuantizer` at ``num_bits``).
 
     tfmot's own transform uses its ``AllValuesQuantizer``, whose range starts
     at [-6, 6] and only ever grows: normalised images (|x| ~ 2) would keep an
     8-bit input step 3x coarser than needed. Ours starts from the first batch
-    and then follows the EMA, like every other activation.
+    and then follows the EMA, like every other activation, and zeroes
+    non-finite pixels.
     """
 
     def __init__(self, num_bits):
@@ -130,14 +131,14 @@ class _InputLayerQuantize(tfmot_transforms.Transform):
         return tfmot_transforms.LayerPattern("InputLayer")
 
     def replacement(self, match_layer):
-        layer = quantize_layer.QuantizeLayer(activation_quantizer(self._num_bits))
+        layer = quantize_layer.QuantizeLayer(InputQuantizer(self._num_bits))
         config = tfmot_utils.serialize_layer(layer, use_legacy_format=True)
         config["name"] = layer.name
         return tfmot_transforms.LayerNode(config, input_layers=[match_layer])
 
     def custom_objects(self):
         return {"QuantizeLayer": quantize_layer.QuantizeLayer,
-                "ActivationQuantizer": ActivationQuantizer}
+                "ActivationQuantizer": ActivationQuantizer, "InputQuantizer": InputQuantizer}
 
 
 class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
