@@ -107,6 +107,58 @@ def test_sensitivity_table():
         analysis.sensitivity_table(results[:2])
 
 
+#: Table 2 of the paper: d -> (Delta Acc_Q, Delta Acc_G, Delta Acc, Acc_4bit), means over 3 runs.
+TABLE2 = {
+    "1x3x3": (-12.37, 8.72, -3.66, 56.24),
+    "1x6x6": (-9.21, 6.79, -2.41, 55.63),
+    "4x3x3": (-6.42, 7.20, 0.79, 58.51),
+    "1x12x12": (-7.07, 4.49, -2.58, 53.31),
+    "16x3x3": (-4.45, 5.40, 0.95, 60.97),
+}
+
+
+def test_sensitivity_table_reproduces_table_2_from_its_accuracies():
+    """Accuracies implied by Table 2 (Acc_1bit = Acc_4bit + dQ, Acc_1bit,2x = Acc_1bit + dG),
+    three seeds each spread +-0.5 around them: the table gives back Table 2's rows."""
+    results = []
+    for group, (dq, dg, _, acc4) in TABLE2.items():
+        for seed, jitter in enumerate((-0.5, 0.0, 0.5)):
+            low = acc4 + dq
+            for setting, acc in (("high", acc4), ("low", low), ("low_grown", low + dg)):
+                results.append({"group": group, "setting": setting, "seed": seed,
+                                "accuracy": (acc + jitter) / 100})
+    rows = analysis.sensitivity_table(results)
+    assert [r["group"] for r in rows] == list(TABLE2)
+    for row in rows:
+        dq, dg, total, acc4 = TABLE2[row["group"]]
+        assert 100 * row["delta_acc_q"] == pytest.approx(dq, abs=1e-6)
+        assert 100 * row["delta_acc_g"] == pytest.approx(dg, abs=1e-6)
+        assert 100 * row["total"] == pytest.approx(total, abs=0.02)  # the paper's rounding
+        assert 100 * row["acc_high"] == pytest.approx(acc4, abs=1e-6)
+        assert row["seeds"] == 3 and row["delta_acc_q_std"] == pytest.approx(0.0, abs=1e-9)
+        assert 100 * row["acc_high_std"] == pytest.approx(0.5, abs=1e-6)  # sample std of -.5,0,.5
+    text = analysis.format_sensitivity_table(rows)
+    assert "16x3x3" in text and "-12.37 +- 0.00" in text and "56.24 +- 0.50" in text
+
+
+def test_table2_configs_build_the_five_fan_ins():
+    runs = analysis.table2_configs()
+    assert len(runs) == 15 and [r["group"] for r in runs[::3]] == list(TABLE2)
+    by_key = {(r["group"], r["setting"]): r["config"] for r in runs}
+    assert by_key[("4x3x3", "high")].conv_bits == by_key[("4x3x3", "high")].dw_bits == 4
+    assert by_key[("4x3x3", "low")].width == 0.5 and by_key[("4x3x3", "low_grown")].width == 1.0
+    info = tfq_pareto.data.DatasetInfo("c", 100, (32, 32, 3), 1, 1, (0,) * 3, (1,) * 3)
+    for group, expected_d in (("1x12x12", 144), ("16x3x3", 144)):
+        model = tfq_pareto.experiment.build_float_model(by_key[(group, "low")], info)
+        layer = model.get_layer("conv5_dw")
+        kernel = layer.weights[0].shape
+        assert kernel[0] * kernel[1] * (kernel[2] if group == "16x3x3" else 1) == expected_d
+    with pytest.raises(ValueError, match="dw_fan_in must be 'CxKxK'.*received '4x3'"):
+        tfq_pareto.experiment.RunConfig(model="vgg11", variant="C", dw_fan_in="4x3")
+    with pytest.raises(ValueError, match="dw_fan_in applies to model 'vgg11' only"):
+        tfq_pareto.experiment.RunConfig(model="resnet_cifar", dw_fan_in="4x3x3")
+
+
 def test_memory_footprint_hand_computed(plain_cnn):
     footprint = tfq_pareto.memory_footprint(plain_cnn, conv_bits=1, act_bits=8)
     # Largest input: bn1/relu1/conv2 read 8x8x8 = 512; largest output: conv1/bn1/relu1 512.

@@ -377,3 +377,20 @@ def test_pooling_keeps_its_input_scale_so_qat_ranges_still_convert(tmp_path):
     assert result.manifest["activation_ranges_note"] is None
     assert {"AVERAGE_POOL_2D", "MAX_POOL_2D"} <= set(result.manifest["ops"])
     assert result.manifest["verification"]["keras_max_output_steps"] <= 8
+
+
+@pytest.mark.slow
+def test_grouped_conv_of_table2_exports_and_runs_on_tflm(tmp_path):
+    """VGG variant C with d = 4x3x3 (grouped Conv2D, Table 2): TFLM runs the packed file
+    bit-exactly like the int8 one, each grouped filter with fan-in 36."""
+    from tfq_pareto.models import vgg11
+
+    keras.utils.set_random_seed(0)
+    qat = tfq_pareto.apply(vgg11(0.125, "C", 10, dw_fan_in=(4, 3)), conv_bits=1, dw_bits=4,
+                           act_bits=4)
+    x = np.random.default_rng(0).uniform(0, 1, (64, 32, 32, 3)).astype("float32")
+    _trained(qat, x, np.arange(64) % 10, epochs=1)
+    result = tflite_export.export(qat, x[:32], str(tmp_path))
+    grouped = [l for l in result.manifest["layers"] if l["name"].endswith("_dw")]
+    assert len(grouped) == 7 and all(l["fan_in"] == 36 and l["op"] == "CONV_2D" for l in grouped)
+    assert result.manifest["verification"]["tflm_packed_equals_int8"]

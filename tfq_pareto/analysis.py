@@ -4,7 +4,9 @@
 * :func:`mean_abs_variance`: the variance of the per-filter statistic mean|w|
   over d weights (Proposition 5.1, stated correctly), and
   :class:`MeanAbsVarianceCallback`, its empirical counterpart during training (Fig. 4);
-* :func:`sensitivity_table`: Delta Acc_Q, Delta Acc_G and their sum (Tables 1-2).
+* :func:`sensitivity_table`: Delta Acc_Q, Delta Acc_G and their sum (Tables 1-2),
+  with seed spreads; :func:`table2_configs`, the runs of Table 2 (VGG variant C
+  at five depthwise fan-ins d).
 
 Inference memory (Appendix F) is :func:`tfq_pareto.size.memory_footprint`.
 """
@@ -193,37 +195,92 @@ def sensitivity_table(results):
       results: iterable of dicts with ``group`` (e.g. a layer type, a value of d,
         or a model variant), ``setting`` ("high": the high-precision model;
         "low": the low-precision model of the same width; "low_grown": the
-        low-precision model widened to the high-precision model's size) and
-        ``accuracy``. Repeated entries (seeds) are averaged.
+        low-precision model grown 2x, about the high-precision model's size),
+        ``accuracy`` and optionally ``seed``. Repeated entries are averaged.
 
     Returns:
-      One row per group: ``{"group", "acc_high", "acc_low", "acc_low_grown",
-      "delta_acc_q": acc_low - acc_high, "delta_acc_g": acc_low_grown - acc_low,
-      "total": their sum}``, in first-seen group order.
+      One row per group, in first-seen group order: ``{"group", "acc_high",
+      "acc_low", "acc_low_grown", "delta_acc_q": acc_low - acc_high,
+      "delta_acc_g": acc_low_grown - acc_low, "total": their sum (Table 2's
+      Delta Acc)}``, means over seeds. With two or more seeds that have all three
+      settings, each delta is also computed per seed and the row gains
+      ``"<key>_std"`` (sample standard deviation over seeds, ddof=1) for the
+      three deltas and ``acc_high``, as Table 2's "mean +- std" over three runs,
+      and ``"seeds"``.
     """
     settings = ("high", "low", "low_grown")
-    values = {}
+    values, by_seed = {}, {}
     for r in results:
         if r["setting"] not in settings:
             raise ValueError(f"setting must be one of {settings}; received {r['setting']!r}")
         values.setdefault(r["group"], {s: [] for s in settings})[r["setting"]].append(r["accuracy"])
+        if r.get("seed") is not None:
+            by_seed.setdefault(r["group"], {}).setdefault(r["seed"], {})[r["setting"]] = r["accuracy"]
     rows = []
     for group, by_setting in values.items():
         missing = [s for s in settings if not by_setting[s]]
         if missing:
             raise ValueError(f"group {group!r} lacks results for {missing}")
         high, low, grown = (float(np.mean(by_setting[s])) for s in settings)
-        rows.append({"group": group, "acc_high": high, "acc_low": low, "acc_low_grown": grown,
-                     "delta_acc_q": low - high, "delta_acc_g": grown - low,
-                     "total": grown - high})
+        row = {"group": group, "acc_high": high, "acc_low": low, "acc_low_grown": grown,
+               "delta_acc_q": low - high, "delta_acc_g": grown - low, "total": grown - high}
+        complete = [v for v in by_seed.get(group, {}).values() if len(v) == 3]
+        if len(complete) >= 2:
+            per_seed = {
+                "acc_high": [v["high"] for v in complete],
+                "delta_acc_q": [v["low"] - v["high"] for v in complete],
+                "delta_acc_g": [v["low_grown"] - v["low"] for v in complete],
+                "total": [v["low_grown"] - v["high"] for v in complete],
+            }
+            row.update({f"{k}_std": float(np.std(v, ddof=1)) for k, v in per_seed.items()})
+            row["seeds"] = len(complete)
+        rows.append(row)
     return rows
 
 
+def table2_configs(*, width_multiplier=0.5, high_bits=4, low_bits=1, grow=2.0,
+                   fan_ins=None, dataset="cifar100", act_bits=None):
+    """The runs of Table 2: VGG-11 variant C at each depthwise fan-in d, three settings each.
+
+    For every d = C x K x K of ``fan_ins`` (default Table 2's five,
+    :data:`tfq_pareto.models.vgg.TABLE2_FAN_INS`): the ``high_bits`` model and the
+    ``low_bits`` model at ``width_multiplier`` (0.5x in the paper), and the
+    ``low_bits`` model grown ``grow`` x (``Acc_{1bit,2x}``). Every conv, depthwise
+    included, is at the setting's bits (the first and last layer at 8). Train each
+    with :func:`tfq_pareto.experiment.run` and give ``{"group", "setting",
+    "accuracy", "seed"}`` dicts to :func:`sensitivity_table`.
+
+    Returns:
+      A list of ``{"group": "CxKxK", "setting": "high" | "low" | "low_grown",
+      "config": RunConfig}``.
+    """
+    from tfq_pareto.experiment import RunConfig  # pylint: disable=import-outside-toplevel
+    from tfq_pareto.models.vgg import TABLE2_FAN_INS  # pylint: disable=import-outside-toplevel
+
+    runs = []
+    for channels, kernel in fan_ins or TABLE2_FAN_INS:
+        group = f"{channels}x{kernel}x{kernel}"
+        for setting, bits, width in (("high", high_bits, width_multiplier),
+                                     ("low", low_bits, width_multiplier),
+                                     ("low_grown", low_bits, width_multiplier * grow)):
+            config = RunConfig(model="vgg11", variant="C", width=width, conv_bits=bits,
+                               dw_bits=bits, act_bits=act_bits, dataset=dataset,
+                               dw_fan_in=group)
+            runs.append({"group": group, "setting": setting, "config": config})
+    return runs
+
+
 def format_sensitivity_table(rows):
-    """Renders :func:`sensitivity_table` rows (accuracies in points)."""
-    header = f"{'group':<20}{'dAcc_Q':>9}{'dAcc_G':>9}{'sum':>9}"
+    """Renders :func:`sensitivity_table` rows (accuracies in points; "+- std" with seeds)."""
+    def cell(row, key, sign="+"):
+        text = f"{100 * row[key]:{sign}.2f}"
+        if f"{key}_std" in row:
+            text += f" +- {100 * row[key + '_std']:.2f}"
+        return f"{text:>16}"
+
+    header = f"{'group':<14}{'dAcc_Q':>16}{'dAcc_G':>16}{'dAcc':>16}{'Acc_high':>16}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{str(r['group']):<20}{100 * r['delta_acc_q']:>+9.2f}"
-                     f"{100 * r['delta_acc_g']:>+9.2f}{100 * r['total']:>+9.2f}")
+        lines.append(f"{str(r['group']):<14}{cell(r, 'delta_acc_q')}{cell(r, 'delta_acc_g')}"
+                     f"{cell(r, 'total')}{cell(r, 'acc_high', '')}")
     return "\n".join(lines)

@@ -23,6 +23,8 @@ MODEL_FILE = "model.h5"
 class RunConfig:
     """What to train: a family at a width, its precision, and the data.
 
+    ``dw_fan_in`` ("CxKxK", e.g. "4x3x3"; vgg11 variants only) sets the depthwise
+    convs' fan-in as in Table 2 (:data:`tfq_pareto.models.vgg.TABLE2_FAN_INS`).
     ``act_bits=None`` (the default) takes the recipe's activation bits when the
     run starts (:attr:`tfq_pareto.training.Recipe.act_bits`: 4 for the CIFAR
     preset, 8 for the ImageNet ones, as in Sec. 3).
@@ -37,6 +39,7 @@ class RunConfig:
     first_last_bits: int = 8
     act_bits: int = None
     dataset: str = "digits"
+    dw_fan_in: str = None
 
     def __post_init__(self):
         if self.model not in FAMILIES:
@@ -49,6 +52,20 @@ class RunConfig:
             check_bits("act_bits", self.act_bits, range(2, 9))
         if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
             raise ValueError(f"width must be a number > 0; received {self.width!r}")
+        if self.dw_fan_in is not None:
+            if self.model != "vgg11":
+                raise ValueError(f"dw_fan_in applies to model 'vgg11' only; received model "
+                                 f"{self.model!r} with dw_fan_in={self.dw_fan_in!r}")
+            parse_fan_in(self.dw_fan_in)
+
+
+def parse_fan_in(text):
+    """"CxKxK" -> (C, K), e.g. "4x3x3" -> (4, 3): a depthwise fan-in d = C x K x K of Table 2."""
+    parts = text.split("x") if isinstance(text, str) else []
+    if len(parts) != 3 or not all(p.isdigit() and int(p) >= 1 for p in parts) or parts[1] != parts[2]:
+        raise ValueError(f"dw_fan_in must be 'CxKxK' with a square kernel, e.g. '4x3x3'; "
+                         f"received {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def build_float_model(config, info):
@@ -59,6 +76,8 @@ def build_float_model(config, info):
         kwargs["depth"] = config.depth
     if config.model == "vgg11":
         kwargs["variant"] = config.variant
+        if config.dw_fan_in is not None:
+            kwargs["dw_fan_in"] = parse_fan_in(config.dw_fan_in)
     return FAMILIES[config.model](**kwargs)
 
 
