@@ -104,3 +104,23 @@ def test_figure1_benchmark_writes_curves_dominance_and_the_seed_spread(tmp_path)
     assert len(repeats["accuracies"]) == 2
     assert repeats["spread"] == pytest.approx(max(repeats["accuracies"]) - min(repeats["accuracies"]))
     assert (out / "sweep" / "pareto.png").exists()
+
+
+@pytest.mark.slow
+def test_training_floor_benchmark_reports_mean_spread_and_margin(tmp_path):
+    _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
+    out = tmp_path / "out"
+    _run("training_floor.py", "--bits", "1,8", "--seeds", "2", "--epochs", "1",
+         "--warmup-epochs", "0", "--train-images", "64", "--data-dir", str(tmp_path),
+         "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["runs"]) == 4 and summary["setting"]["act_bits"] == 8
+    for row in summary["per_precision"]:
+        mine = [r for r in summary["runs"] if r["conv_bits"] == row["conv_bits"]]
+        half = [100 * r["accuracy_every_other"] for r in mine]
+        assert row["seeds"] == 2 and row["every_other_mean"] == pytest.approx(np.mean(half))
+        assert row["every_other_std"] == pytest.approx(np.std(half, ddof=1))
+        assert row["margin_over_reference"] == pytest.approx(
+            row["every_other_mean"] - {1: 69.8, 8: 65.0}[row["conv_bits"]])
+    widths = {r["conv_bits"]: r["width"] for r in summary["per_precision"]}
+    assert widths[1] > widths[8]  # 1-bit widened to the same Eq. (6) size
