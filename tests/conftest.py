@@ -14,10 +14,12 @@ def _seed():
     keras.utils.set_random_seed(0)
 
 
-def build_mobilenet_like(num_classes=10, input_shape=(16, 16, 3)):
+def build_mobilenet_like(num_classes=10, input_shape=(16, 16, 3), separable=True):
     """Stem conv -> inverted residual (1x1, depthwise, 1x1 + add) -> separable conv -> dense.
 
-    Layer names are fixed so tests can refer to them.
+    Layer names are fixed so tests can refer to them. ``separable=False`` puts a plain
+    strided 3x3 conv ("sep") where the separable conv was: every layer then keeps its
+    name through ``apply``.
     """
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
@@ -32,7 +34,8 @@ def build_mobilenet_like(num_classes=10, input_shape=(16, 16, 3)):
     y = keras.layers.Conv2D(8, 1, use_bias=False, name="project")(y)
     y = keras.layers.BatchNormalization(name="project_bn")(y)
     x = keras.layers.Add(name="add")([x, y])
-    x = keras.layers.SeparableConv2D(12, 3, strides=2, padding="same", name="sep")(x)
+    conv = keras.layers.SeparableConv2D if separable else keras.layers.Conv2D
+    x = conv(12, 3, strides=2, padding="same", name="sep")(x)
     x = keras.layers.ReLU(name="sep_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dense(16, activation="relu", name="hidden")(x)

@@ -13,27 +13,8 @@ from tflite_export import twin
 from tfq_pareto import keras
 from tfq_pareto.models import resnet_cifar
 
+from conftest import build_mobilenet_like
 
-def _inverted_residual_net():
-    """Stem, one inverted residual block (1x1, depthwise, 1x1 + add), strided conv, dense."""
-    inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
-    x = keras.layers.ReLU(name="stem_relu")(x)
-    y = keras.layers.Conv2D(16, 1, use_bias=False, name="expand")(x)
-    y = keras.layers.BatchNormalization(name="expand_bn")(y)
-    y = keras.layers.ReLU(6.0, name="expand_relu")(y)
-    y = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(y)
-    y = keras.layers.BatchNormalization(name="dw_bn")(y)
-    y = keras.layers.ReLU(6.0, name="dw_relu")(y)
-    y = keras.layers.Conv2D(8, 1, use_bias=False, name="project")(y)
-    y = keras.layers.BatchNormalization(name="project_bn")(y)
-    x = keras.layers.Add(name="add")([x, y])
-    x = keras.layers.Conv2D(12, 3, strides=2, padding="same", name="conv")(x)
-    x = keras.layers.ReLU(name="conv_relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dense(16, activation="relu", name="hidden")(x)
-    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
 
 def _ranges(model):
     """{(layer name, variable prefix): (min, max)} of every activation range variable."""
@@ -50,7 +31,7 @@ def _ranges(model):
 
 @pytest.mark.parametrize("build", [
     lambda: resnet_cifar(20, 0.25, 10, input_shape=(16, 16, 3)),
-    lambda: _inverted_residual_net(),
+    lambda: build_mobilenet_like(10, (16, 16, 3), separable=False),
 ], ids=["resnet20", "inverted_residual"])
 def test_every_range_is_the_first_batch_range_after_one_step(build, tmp_path):
     keras.utils.set_random_seed(0)
