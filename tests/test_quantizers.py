@@ -180,7 +180,7 @@ def test_quantizer_call_matches_function():
 
 from tfq_pareto import ActivationQuantizer, fake_quantize_activations, keras  # noqa: E402
 from tfq_pareto._keras import tfmot  # noqa: E402
-from tfq_pareto.quantizers import nudged_range  # noqa: E402
+from tfq_pareto.quantizers import nudged_range, ramped_decay  # noqa: E402
 
 
 def _host():
@@ -315,18 +315,28 @@ def test_activation_range_starts_from_the_first_batch_then_follows_the_ema(non_n
     rng = np.random.default_rng(3)
     first = rng.uniform(0.1 if non_negative else -0.3, 0.5, size=(8, 6)).astype("float32")
     quantizer(tf.constant(first), training=True, weights=variables)
-    assert float(variables["initialized_var"]) == 1.0
+    assert float(variables["updates_var"]) == 1.0
     assert float(variables["max_var"]) == pytest.approx(first.max(), rel=1e-5)
     assert float(variables["min_var"]) == pytest.approx(0.0 if non_negative else first.min(),
                                                         rel=1e-5, abs=1e-7)
-    # Then the EMA (decay 0.999) of each batch's range, computed independently.
+    # Then the EMA of each batch's range, its decay ramping as TF's ExponentialMovingAverage
+    # with num_updates: min(0.999, (1 + n) / (10 + n)), n = 1 at the second step.
     second = rng.uniform(0.1, 2.0, size=(8, 6)).astype("float32")
     quantizer(tf.constant(second), training=True, weights=variables)
-    expected_max = 0.999 * first.max() + 0.001 * second.max()
+    decay = 2 / 11
+    expected_max = decay * first.max() + (1 - decay) * second.max()
     assert float(variables["max_var"]) == pytest.approx(expected_max, rel=1e-5)
+    assert float(variables["updates_var"]) == 2.0
     # Inference does not move the range.
     quantizer(tf.constant(second * 10), training=False, weights=variables)
     assert float(variables["max_var"]) == pytest.approx(expected_max, rel=1e-5)
+
+
+def test_ramped_decay_values():
+    """TF's ExponentialMovingAverage(num_updates) rule after a first update that copies."""
+    for n, expected in ((0, 0.0), (1, 2 / 11), (10, 11 / 20), (90, 91 / 100), (8991, 0.999),
+                        (10**6, 0.999)):
+        assert float(ramped_decay(tf.constant(float(n)))) == pytest.approx(expected, rel=1e-6)
 
 
 def test_activation_quantizer_config_round_trip_and_bad_bits():
