@@ -72,9 +72,11 @@ def main():
 
     half_test = _every_other(test_raw, info, recipe.batch_size)
     runs = []
-    for bits in bits_list:
-        width = tfq_pareto.width_for_size(builder, budget, conv_bits=bits, tolerance=0.03)
-        for seed in range(args.seeds):
+    widths = {bits: tfq_pareto.width_for_size(builder, budget, conv_bits=bits, tolerance=0.03)
+              for bits in bits_list}
+    for seed in range(args.seeds):  # every precision once before any second seed
+        for bits in bits_list:
+            width = widths[bits]
             out = os.path.join(args.out, f"b{bits}_s{seed}")
             keras.utils.set_random_seed(seed)
             config = dataclasses.replace(base, conv_bits=bits, width=round(width, 4))
@@ -98,9 +100,14 @@ def main():
     print(f"{'bits':>4}{'width':>8}{'full %':>16}{'5k %':>16}{'reference':>11}{'before':>8}")
     for row in summary["per_precision"]:
         print(f"{row['conv_bits']:>4}{row['width']:>8.3f}"
-              f"{row['full_mean']:>9.2f} +- {row['full_std']:<4.2f}"
-              f"{row['every_other_mean']:>9.2f} +- {row['every_other_std']:<4.2f}"
+              f"{_mean_std(row['full_mean'], row['full_std']):>16}"
+              f"{_mean_std(row['every_other_mean'], row['every_other_std']):>16}"
               f"{row['reference']:>11.1f}{row['before']:>8.1f}")
+
+
+def _mean_std(mean, std):
+    """"mean +- std" in points, or the mean alone for one seed."""
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} +- {std:.2f}"
 
 
 def _summary(args, budget, recipe, runs):

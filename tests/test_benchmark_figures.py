@@ -1,0 +1,59 @@
+"""BENCHMARKS.md quotes its result files: every figure below is read from the JSON and must
+appear in the document as written there, so the two cannot drift apart."""
+
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+
+def _doc():
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def _load(*parts):
+    path = os.path.join(RESULTS, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not produced yet")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _pct(value):
+    return f"{100 * value:.2f}%"
+
+
+def test_training_floor_figures_are_quoted():
+    summary, doc = _load("training_floor", "summary.json"), _doc()
+    def mean_std(mean, std):
+        return f"{mean:.2f}" if std is None else f"{mean:.2f} +- {std:.2f}"
+
+    for row in summary["per_precision"]:
+        assert mean_std(row["full_mean"], row["full_std"]) in doc, row["conv_bits"]
+        assert mean_std(row["every_other_mean"], row["every_other_std"]) in doc
+        assert f"{row['margin_over_reference']:+.2f}" in doc
+
+
+@pytest.mark.parametrize("model", ["resnet_cifar", "mobilenet_v2_cifar"])
+def test_figure1_figures_are_quoted(model):
+    summary, doc = _load(f"figure1_{model}", "summary.json"), _doc()
+    for record in summary["records"]:
+        assert _pct(record["accuracy"]) in doc, record
+    repeats = summary["cheapest_point_repeats"]
+    for accuracy in repeats["accuracies"]:
+        assert _pct(accuracy) in doc
+    assert f"{100 * repeats['spread']:.1f} points" in doc
+
+
+def test_dual_precision_figures_are_quoted():
+    summary, doc = _load("dual_precision_mobilenet_v2_cifar", "summary.json"), _doc()
+    for record in summary["grid"]:
+        if record["accuracy"] is not None:
+            assert _pct(record["accuracy"]) in doc, record
+    assert f"{summary['gain_over_8bit_points']:+.1f} points" in doc
+    for strategy in summary["search_cost"]["proxy_search"]:
+        assert f"{strategy['ratio_to_grid']:.2f}" in doc
