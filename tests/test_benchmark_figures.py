@@ -57,3 +57,9 @@ def test_dual_precision_figures_are_quoted():
     assert f"{summary['gain_over_8bit_points']:+.1f} points" in doc
     for strategy in summary["search_cost"]["proxy_search"]:
         assert f"{strategy['ratio_to_grid']:.2f}" in doc
+
+
+def test_ablation_figures_are_quoted():
+    summary, doc = _load("ablation_resnet20_2bit", "summary.json"), _doc()
+    for accuracy in summary["accuracy"].values():
+        assert _pct(accuracy) in doc

@@ -124,3 +124,16 @@ def test_training_floor_benchmark_reports_mean_spread_and_margin(tmp_path):
             row["every_other_mean"] - {1: 69.8, 8: 65.0}[row["conv_bits"]])
     widths = {r["conv_bits"]: r["width"] for r in summary["per_precision"]}
     assert widths[1] > widths[8]  # 1-bit widened to the same Eq. (6) size
+
+
+@pytest.mark.slow
+def test_ablation_benchmark_trains_each_variant(tmp_path):
+    _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
+    out = tmp_path / "out"
+    _run("ablation_cifar.py", "--epochs", "1", "--train-images", "64", "--data-dir",
+         str(tmp_path), "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["accuracy"]) == {"current", "tfmot_ranges", "decoupled"}
+    records = {v: json.loads((out / f"{v}_0" / "record.json").read_text()) for v in summary["accuracy"]}
+    assert {r["config"]["width"] for r in records.values()} == {0.3438}
+    assert all(0.0 <= a <= 1.0 for a in summary["accuracy"].values())
