@@ -35,7 +35,8 @@ def test_cifar100_pareto_tiny(tmp_path):
 @pytest.mark.slow
 def test_imagenet_dualprecision_tiny(tmp_path):
     out = _run("imagenet_dualprecision.py", "--out", str(tmp_path))
-    assert "8-bit" in out and "DualPrecision 4/8" in out and "top-1" in out
+    # Defaults: Table 7 / Appendix E selected 4-bit convs and 4-bit depthwise convs.
+    assert "8-bit" in out and "DualPrecision 4/4" in out and "top-1" in out
 
 
 @pytest.mark.slow
