@@ -63,3 +63,11 @@ def test_ablation_figures_are_quoted():
     summary, doc = _load("ablation_resnet20_2bit", "summary.json"), _doc()
     for accuracy in summary["accuracy"].values():
         assert _pct(accuracy) in doc
+
+
+def test_dual_precision_grid_figures_are_quoted():
+    """The grid's finished pairs (a partial rerun has no summary.json yet)."""
+    grid, doc = _load("dual_precision_mobilenet_v2_cifar", "grid", "results.json"), _doc()
+    for record in grid["records"]:
+        if record.get("accuracy") is not None:
+            assert _pct(record["accuracy"]) in doc, record
