@@ -31,9 +31,10 @@ setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["tfq_pareto", "tfq_pareto.*", "tflite_export", "tflite_export.*"]),
+    packages=find_packages(include=["tfq_pareto", "tfq_pareto.*", "tflite_export", "tflite_export.*",
+                                    "tfq_pareto_cli", "tfq_pareto_cli.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["tfq-pareto=tfq_pareto.cli:main"]},
+    entry_points={"console_scripts": ["tfq-pareto=tfq_pareto_cli.cli:main"]},
 )

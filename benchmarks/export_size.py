@@ -140,7 +140,7 @@ def main():
 def _versions():
     import ai_edge_litert  # pylint: disable=import-outside-toplevel
     import tflite_micro  # pylint: disable=import-outside-toplevel
-    from tfq_pareto._keras import tf  # pylint: disable=import-outside-toplevel
+    from tfq_pareto.backend import tf  # pylint: disable=import-outside-toplevel
 
     return {"tensorflow": tf.__version__, "tflite_micro": tflite_micro.__version__,
             "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")}

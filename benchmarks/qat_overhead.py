@@ -41,7 +41,7 @@ import numpy as np
 import tfq_pareto
 from tfq_pareto import keras
 from tfq_pareto import configs
-from tfq_pareto._keras import tf, tfmot
+from tfq_pareto.backend import tf, tfmot
 from tfq_pareto.models import mobilenet_v2_cifar, resnet_cifar
 
 HERE = os.path.dirname(os.path.abspath(__file__))

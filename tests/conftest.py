@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tfq_pareto import keras
-from tfq_pareto._keras import tf
+from tfq_pareto.backend import tf
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import pytest
 
 import tfq_pareto
 from tfq_pareto import analysis, cli, keras, training
-from tfq_pareto._keras import tf
+from tfq_pareto.backend import tf
 from tfq_pareto.models import mobilenet_v2_cifar
 
 from conftest import build_mobilenet_like, build_plain_cnn

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tfq_pareto import cli
+from tfq_pareto_cli import cli
 
 
 def _run(argv):

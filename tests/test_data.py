@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tfq_pareto import data
-from tfq_pareto._keras import tf
+from tfq_pareto.backend import tf
 
 
 def _first(dataset):

@@ -12,7 +12,7 @@ import tfq_pareto
 import tflite_export
 from tflite_export import convert, flatbuffer, runtime
 from tfq_pareto import keras
-from tfq_pareto._keras import tf, tfmot
+from tfq_pareto.backend import tf, tfmot
 
 from conftest import build_mobilenet_like
 

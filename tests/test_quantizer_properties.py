@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tfq_pareto import CLIPPING_CONSTANTS, quantize_weights
-from tfq_pareto._keras import tf
+from tfq_pareto.backend import tf
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

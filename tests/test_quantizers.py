@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tfq_pareto import PerFilterWeightQuantizer, quantize_weights
-from tfq_pareto._keras import tf
+from tfq_pareto.backend import tf
 from tfq_pareto.clipping import CLIPPING_CONSTANTS
 
 BITS = (1, 2, 3, 4, 8)
@@ -179,7 +179,7 @@ def test_quantizer_call_matches_function():
 # --- Activation quantizer -----------------------------------------------------------
 
 from tfq_pareto import ActivationQuantizer, fake_quantize_activations, keras  # noqa: E402
-from tfq_pareto._keras import tfmot  # noqa: E402
+from tfq_pareto.backend import tfmot  # noqa: E402
 from tfq_pareto.quantizers import nudged_range, ramped_decay  # noqa: E402
 
 

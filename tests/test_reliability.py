@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import tfq_pareto
-from tfq_pareto import cli, keras, training
-from tfq_pareto._keras import tf
+from tfq_pareto import keras, training
+from tfq_pareto_cli import cli
+from tfq_pareto.backend import tf
 
 from conftest import build_plain_cnn
 

@@ -11,7 +11,7 @@ from tfq_pareto import (
     DualPrecisionScheme,
     keras,
 )
-from tfq_pareto._keras import tf, tfmot
+from tfq_pareto.backend import tf, tfmot
 
 from conftest import build_mobilenet_like
 

@@ -142,7 +142,7 @@ def test_bad_search_inputs(tmp_path):
 
 
 def test_cli_sweep_and_search_flags(capsys):
-    from tfq_pareto import cli
+    from tfq_pareto_cli import cli
 
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--model", "resnet_cifar", "--bits", "1,12", "--widths", "1", "--out", "x"])

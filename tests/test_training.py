@@ -9,7 +9,7 @@ import pytest
 
 import tfq_pareto
 from tfq_pareto import keras, training
-from tfq_pareto._keras import tf
+from tfq_pareto.backend import tf
 
 from conftest import build_plain_cnn
 

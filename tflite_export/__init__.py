@@ -8,11 +8,11 @@ packed file (TFLM LUT compression), and both files really run::
 """
 
 from tflite_export.c_arrays import check_name, read_c_array, resolver_method
-from tflite_export.datasets import export_arrays
 from tflite_export.export import ExportResult, export, match_filters, verify, verify_dir
 from tflite_export.flatbuffer import SLIMMING_STEPS, filter_tensors, op_names, packed_tensors
 from tflite_export.runtime import MicroError, litert_outputs, micro_arena_size, micro_outputs
 from tflite_export.twin import ExportError, QuantizedKernel, check_grid, float_twin, max_levels
+from tfq_pareto.data import export_arrays  # moved to tfq_pareto.data; kept here for old callers
 
 __all__ = [
     "ExportError",

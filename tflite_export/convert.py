@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from tfq_pareto._keras import tf
+from tfq_pareto.backend import tf
 from tflite_export.runtime import captured_stderr
 from tflite_export.twin import ExportError
 

@@ -15,8 +15,8 @@ import dataclasses
 import numpy as np
 
 import tfq_pareto
-from tfq_pareto import _graph
-from tfq_pareto._keras import keras, tf
+from tfq_pareto import graph
+from tfq_pareto.backend import keras, tf
 
 
 class ExportError(ValueError):
@@ -131,7 +131,7 @@ def activation_ranges(model):
     """
     ranges = {}
     for layer in model.layers:
-        if isinstance(_graph.unwrap(layer), _SAME_SCALE_LAYERS):
+        if isinstance(graph.unwrap(layer), _SAME_SCALE_LAYERS):
             continue  # TFLite requires their output scale to equal the input's
         wanted = {name for pair in _RANGE_VARIABLES for name in pair}
         values = {_short_name(w): float(np.asarray(w)) for w in layer.weights
@@ -161,7 +161,7 @@ def _supported_kernel(layer):
 
 
 def _check_qat(model):
-    if not isinstance(model, keras.Model) or not _graph.is_graph_model(model):
+    if not isinstance(model, keras.Model) or not graph.is_graph_model(model):
         raise ExportError(
             f"export needs a Functional or Sequential tf_keras QAT model made by "
             f"tfq_pareto.apply; received {type(model).__name__}"
@@ -174,14 +174,14 @@ def _check_qat(model):
             "and train it before exporting"
         )
     for layer in model.layers:
-        inner = _graph.unwrap(layer)
-        if _graph.is_weighted(inner) and not hasattr(layer, "quantize_config"):
+        inner = graph.unwrap(layer)
+        if graph.is_weighted(inner) and not hasattr(layer, "quantize_config"):
             raise ExportError(
                 f"layer {layer.name!r} ({type(inner).__name__}) of model {model.name!r} is "
                 "not quantization-aware: its weights are float; quantize the whole model "
                 "with tfq_pareto.apply"
             )
-        if hasattr(layer, "quantize_config") and _graph.is_weighted(inner):
+        if hasattr(layer, "quantize_config") and graph.is_weighted(inner):
             if _supported_kernel(inner) is None:
                 raise ExportError(
                     f"layer {inner.name!r} is a {type(inner).__name__}; export supports "
@@ -214,8 +214,8 @@ def _twin_config(model, dense_as_conv, ranges):
     follows each layer QAT fake-quantized, and replaces the QuantizeLayer.
     """
     flat_dense = {
-        _graph.unwrap(l).name for l in model.layers
-        if type(_graph.unwrap(l)) is keras.layers.Dense  # pylint: disable=unidiomatic-typecheck
+        graph.unwrap(l).name for l in model.layers
+        if type(graph.unwrap(l)) is keras.layers.Dense  # pylint: disable=unidiomatic-typecheck
         and len(l.input_shape) == 2
     } if dense_as_conv else set()
     config = copy.deepcopy(model.get_config())

@@ -8,7 +8,7 @@ Public API::
 """
 
 from tfq_pareto import analysis, data, experiment, models, training
-from tfq_pareto._keras import keras
+from tfq_pareto.backend import keras
 from tfq_pareto.clipping import CLIPPING_CONSTANTS, clipping_constant, clipping_constants
 from tfq_pareto.configs import (
     ConvQuantizeConfig,

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from tfq_pareto import _graph, clipping
-from tfq_pareto._keras import keras
+from tfq_pareto import clipping, graph
+from tfq_pareto.backend import keras
 
 #: Weight bits clipping_constants simulates by default.
 UNIFORM_BITS = clipping.UNIFORM_BITS
@@ -110,7 +110,7 @@ def printed_mean_abs_variance(d, sigma, normalised_cross_moment):
 
 
 def _kernel_variable(layer):
-    inner = _graph.unwrap(layer)
+    inner = graph.unwrap(layer)
     for weight in layer.trainable_weights:
         name = weight.name.split("/")[-1]
         if name.startswith("depthwise_kernel") or name.startswith("kernel"):
@@ -151,10 +151,10 @@ class MeanAbsVarianceCallback(keras.callbacks.Callback):
         tracked = {}
         for layer in self.model.layers:
             kernel, depthwise = _kernel_variable(layer)
-            if kernel is None or not _graph.is_weighted(layer):
+            if kernel is None or not graph.is_weighted(layer):
                 continue
             if self.layer_types == "all" or (self.layer_types == "depthwise") == depthwise:
-                tracked[_graph.unwrap(layer).name] = (kernel, depthwise)
+                tracked[graph.unwrap(layer).name] = (kernel, depthwise)
         return tracked
 
     def on_epoch_begin(self, epoch, logs=None):

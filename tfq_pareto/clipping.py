@@ -13,7 +13,7 @@ decimals; ``tests/test_clipping.py`` recomputes them.
 
 import numpy as np
 
-from tfq_pareto._checks import check_bits
+from tfq_pareto.checks import check_bits
 
 #: Bits for which the uniform quantizer of Eq. (1) is used.
 UNIFORM_BITS = (3, 4, 5, 6, 7, 8)

@@ -11,8 +11,8 @@ activation quantizer instead). Biases stay float; the TFLite converter turns
 them into int32.
 """
 
-from tfq_pareto._checks import ConfigMixin
-from tfq_pareto._keras import keras, tfmot
+from tfq_pareto.checks import ConfigMixin
+from tfq_pareto.backend import keras, tfmot
 from tfq_pareto.quantizers import (
     ActivationQuantizer,
     InputQuantizer,

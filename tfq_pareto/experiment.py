@@ -7,8 +7,8 @@ import time
 
 from tfq_pareto import data as data_lib
 from tfq_pareto import training
-from tfq_pareto._keras import keras
-from tfq_pareto.models import FAMILIES
+from tfq_pareto.backend import keras
+from tfq_pareto.models import FAMILIES, family_builder
 from tfq_pareto.quantizers import check_bits
 from tfq_pareto.saving import save_model
 from tfq_pareto.scheme import apply
@@ -70,15 +70,12 @@ def parse_fan_in(text):
 
 def build_float_model(config, info):
     """The float model of ``config`` for images and classes of ``info``."""
-    kwargs = {"width_multiplier": config.width, "num_classes": info.num_classes,
-              "input_shape": tuple(info.image_shape)}
-    if config.model == "resnet_cifar":
-        kwargs["depth"] = config.depth
-    if config.model == "vgg11":
-        kwargs["variant"] = config.variant
-        if config.dw_fan_in is not None:
-            kwargs["dw_fan_in"] = parse_fan_in(config.dw_fan_in)
-    return FAMILIES[config.model](**kwargs)
+    builder = family_builder(
+        config.model, depth=config.depth if config.model == "resnet_cifar" else None,
+        variant=config.variant if config.model == "vgg11" else None,
+        dw_fan_in=None if config.dw_fan_in is None else parse_fan_in(config.dw_fan_in),
+        num_classes=info.num_classes, input_shape=info.image_shape)
+    return builder(config.width)
 
 
 def has_depthwise(model):

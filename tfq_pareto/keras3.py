@@ -11,7 +11,7 @@ with ``tf_keras.Model.from_config`` and given the same weights.
 import inspect
 import json
 
-from tfq_pareto._keras import keras
+from tfq_pareto.backend import keras
 
 #: Keras 3 module prefix -> tf_keras namespace used to look classes up.
 _NAMESPACES = {

@@ -28,8 +28,8 @@ and scaled back: no overflow for huge weights, and an all-zero filter
 quantizes to zeros without dividing by zero.
 """
 
-from tfq_pareto import _checks
-from tfq_pareto._keras import keras, tf, tfmot
+from tfq_pareto import checks
+from tfq_pareto.backend import keras, tf, tfmot
 from tfq_pareto.clipping import CLIPPING_CONSTANTS, uniform_levels
 
 #: Weight precisions the package supports.
@@ -44,7 +44,7 @@ TERNARY_SCALES = ("mean_abs", "twn")
 
 def check_bits(name, value, allowed=SUPPORTED_BITS):
     """Returns ``int(value)``; raises ValueError unless ``value`` is an int in ``allowed``."""
-    return _checks.check_bits(name, value, allowed)
+    return checks.check_bits(name, value, allowed)
 
 
 def filter_axes(rank, depthwise=False):
@@ -137,7 +137,7 @@ def quantize_weights(w, num_bits, *, depthwise=False, ternary_scale="mean_abs"):
 
 
 @keras.utils.register_keras_serializable(package="tfq_pareto")
-class PerFilterWeightQuantizer(_checks.ConfigMixin, tfmot.quantization.keras.quantizers.Quantizer):
+class PerFilterWeightQuantizer(checks.ConfigMixin, tfmot.quantization.keras.quantizers.Quantizer):
     """tfmot ``Quantizer`` applying :func:`quantize_weights` to a layer's kernel.
 
     It holds no variables: the scales are recomputed from the float weights at
@@ -260,7 +260,7 @@ def _relu_input(tensor):
 
 
 @keras.utils.register_keras_serializable(package="tfq_pareto")
-class ActivationQuantizer(_checks.ConfigMixin, tfmot.quantization.keras.quantizers.Quantizer):
+class ActivationQuantizer(checks.ConfigMixin, tfmot.quantization.keras.quantizers.Quantizer):
     """Activation fake-quant with a moving-average range, for any layer output.
 
     The range follows tfmot's ``MovingAverageQuantizer`` (which the export and

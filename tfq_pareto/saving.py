@@ -10,7 +10,7 @@ variables, but received 3").
 import os
 import warnings
 
-from tfq_pareto._keras import keras
+from tfq_pareto.backend import keras
 from tfq_pareto.scheme import quantize_scope
 
 #: Extensions of the HDF5 format.

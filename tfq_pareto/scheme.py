@@ -23,9 +23,9 @@ from tensorflow_model_optimization.python.core.quantization.keras.graph_transfor
     transforms as tfmot_transforms,
 )
 
-from tfq_pareto import _graph, keras3
-from tfq_pareto._checks import ConfigMixin
-from tfq_pareto._keras import keras, tfmot
+from tfq_pareto import graph, keras3
+from tfq_pareto.checks import ConfigMixin
+from tfq_pareto.backend import keras, tfmot
 from tfq_pareto.configs import (
     ACTIVATION_BITS,
     CONFIG_FOR_LAYER,
@@ -230,7 +230,7 @@ class _DualPrecisionLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTrans
         transformed, quantize_map = model_transformer.ModelTransformer(
             model, transforms, set(layer_quantize_map.keys()), layer_quantize_map
         ).transform()
-        first, last = _graph.first_and_last_layers(transformed)
+        first, last = graph.first_and_last_layers(transformed)
         self._scheme._first_layers = frozenset(first)  # pylint: disable=protected-access
         self._scheme._last_layers = frozenset(last)  # pylint: disable=protected-access
         # tfmot's ReLU and Concatenate transforms give the conv/dense layer feeding
@@ -330,7 +330,7 @@ def _check_model(model, registry):
             f"model must be a tf_keras Model (or a Keras 3 functional model); "
             f"received {type(model).__name__}"
         )
-    if not _graph.is_graph_model(model):
+    if not graph.is_graph_model(model):
         raise ValueError(
             f"model {model.name!r} is a subclassed model ({type(model).__name__}); "
             "tfq_pareto.apply needs a Functional or Sequential model: rebuild it with "

@@ -10,8 +10,8 @@ import dataclasses
 
 import numpy as np
 
-from tfq_pareto import _graph
-from tfq_pareto._keras import keras
+from tfq_pareto import graph
+from tfq_pareto.backend import keras
 from tfq_pareto.quantizers import check_bits
 
 #: Bits of a float32 weight.
@@ -100,13 +100,13 @@ def layer_sizes(model, conv_bits=None, dw_bits=None, first_last_bits=8):
     if first_last_bits is not None:
         check_bits("first_last_bits", first_last_bits)
     first_last = set()
-    if conv_bits is not None and first_last_bits is not None and _graph.is_graph_model(model):
-        first, last = _graph.first_and_last_layers(model)
+    if conv_bits is not None and first_last_bits is not None and graph.is_graph_model(model):
+        first, last = graph.first_and_last_layers(model)
         first_last = first | last
     rows = []
     for wrapper in model.layers:
-        layer = _graph.unwrap(wrapper)
-        if not _graph.is_weighted(layer):
+        layer = graph.unwrap(wrapper)
+        if not graph.is_weighted(layer):
             continue
         if quantized:
             bits = _quantized_bits(wrapper) if hasattr(wrapper, "quantize_config") else None
@@ -360,6 +360,6 @@ def memory_footprint(model, batch_size=1, *, conv_bits=None, dw_bits=None, first
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        rows.append((_graph.unwrap(layer).name, _elements(layer.input_shape, batch_size),
+        rows.append((graph.unwrap(layer).name, _elements(layer.input_shape, batch_size),
                      _elements(layer.output_shape, batch_size)))
     return MemoryFootprint(model.name, batch_size, int(act_bits), weight_bits, tuple(rows))

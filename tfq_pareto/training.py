@@ -29,7 +29,7 @@ import math
 import os
 import time
 
-from tfq_pareto._keras import keras, tf
+from tfq_pareto.backend import keras, tf
 
 #: Names of the metrics train() reports.
 ACCURACY = "accuracy"

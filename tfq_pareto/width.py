@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from tfq_pareto import _graph
-from tfq_pareto._keras import keras
+from tfq_pareto import graph
+from tfq_pareto.backend import keras
 from tfq_pareto.size import model_size
 
 #: Layers whose filters/units ``widen`` scales, with the config key holding them.
@@ -90,7 +90,7 @@ def _check_width(width_multiplier):
 
 def _new_channels(model, width_multiplier, keep):
     """Propagates channel counts through the graph: {layer name: (old, new)} and config edits."""
-    parents, ordered = _graph.layer_edges(model)
+    parents, ordered = graph.layer_edges(model)
     channels = {}
     edits = {}
     cannot = []
@@ -169,12 +169,12 @@ def widen(model, width_multiplier, keep_first_last=False):
     _check_width(width_multiplier)
     if keras3.is_keras3_model(model):
         model = keras3.to_tf_keras(model)
-    if not _graph.is_graph_model(model):
+    if not graph.is_graph_model(model):
         raise ValueError(
             f"model {getattr(model, 'name', model)!r} is not a Functional or Sequential tf_keras "
             "model; widen needs its layer graph: rebuild it with the functional API"
         )
-    first, last = _graph.first_and_last_layers(model)
+    first, last = graph.first_and_last_layers(model)
     keep = set(last) | (set(first) if keep_first_last else set())
     _, edits, cannot = _new_channels(model, width_multiplier, keep)
     if cannot:

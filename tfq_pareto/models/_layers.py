@@ -5,7 +5,7 @@ paper's CIFAR models were trained): with Keras's 0.99 the moving statistics
 lag far behind on short runs.
 """
 
-from tfq_pareto._keras import keras
+from tfq_pareto.backend import keras
 
 
 def check_builder_args(width_multiplier, num_classes):

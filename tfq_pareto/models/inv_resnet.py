@@ -20,7 +20,7 @@ residual blocks (Sandler et al.) do. Every conv of the model is therefore one
 of Table 5's rows, plus the stem and the classifier.
 """
 
-from tfq_pareto._keras import keras
+from tfq_pareto.backend import keras
 from tfq_pareto.models._layers import (
     check_builder_args,
     classifier,

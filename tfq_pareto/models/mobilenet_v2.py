@@ -15,7 +15,7 @@ implementation. Departure from ``tf_keras.applications.MobileNetV2``: the
 above 1.0), so that narrowing the network shrinks its largest conv too.
 """
 
-from tfq_pareto._keras import keras
+from tfq_pareto.backend import keras
 from tfq_pareto.models._layers import (
     activate,
     check_builder_args,

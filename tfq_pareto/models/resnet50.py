@@ -8,7 +8,7 @@ conv shortcut on the first block of each stage; global average pooling and a
 softmax classifier. At width 1 the parameter count equals the application's.
 """
 
-from tfq_pareto._keras import keras
+from tfq_pareto.backend import keras
 from tfq_pareto.models._layers import check_builder_args, scaled
 
 #: (bottleneck channels, blocks) of the four stages.

@@ -9,7 +9,7 @@ Shortcut where the shape changes: a 1x1 conv with stride 2 followed by BN
 quantizers and the TFLite converter handle. Elsewhere the shortcut is the identity.
 """
 
-from tfq_pareto._keras import keras
+from tfq_pareto.backend import keras
 from tfq_pareto.models._layers import check_builder_args, classifier, conv_bn, scaled
 
 #: Depths of Table 4.

@@ -24,7 +24,7 @@ with c input channels per filter: c = 1 is a ``DepthwiseConv2D``, c > 1 a groupe
 lists the paper's five values of d.
 """
 
-from tfq_pareto._keras import keras
+from tfq_pareto.backend import keras
 from tfq_pareto.models._layers import (
     activate,
     check_builder_args,

@@ -8,9 +8,9 @@
 """
 
 import argparse
-import functools
 import sys
 
+from tfq_pareto import models
 from tfq_pareto.models import FAMILIES, RESNET_CIFAR_DEPTHS, VGG11_VARIANTS
 
 
@@ -45,16 +45,10 @@ _fraction = _checked(float, lambda v: 0 < v <= 1, "expected a number in (0, 1]")
 
 
 def family_builder(model, *, depth=20, variant=None, num_classes=None):
-    """``builder(width_multiplier)`` for a family name and its options."""
-    build = FAMILIES[model]
-    kwargs = {}
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    if model == "resnet_cifar":
-        kwargs["depth"] = depth
-    if model == "vgg11":
-        kwargs["variant"] = variant
-    return functools.partial(lambda w, **kw: build(width_multiplier=w, **kw), **kwargs)
+    """``builder(width_multiplier)`` for the command line's ``--model`` and its options."""
+    return models.family_builder(model, depth=depth if model == "resnet_cifar" else None,
+                                 variant=variant if model == "vgg11" else None,
+                                 num_classes=num_classes)
 
 
 def _add_model_arguments(parser):
@@ -149,7 +143,7 @@ def _train(args, out):
 
 
 def _demo(args, out):
-    from tfq_pareto import demo  # pylint: disable=import-outside-toplevel
+    from tfq_pareto_cli import demo  # pylint: disable=import-outside-toplevel
 
     def log(message):
         print(message, file=out, flush=True)
@@ -161,20 +155,10 @@ def _demo(args, out):
     print(f"\nwrote {result['files']['results']} and {result['files']['plot']}", file=out)
     if args.no_export:
         return 0
-    import os  # pylint: disable=import-outside-toplevel
-
-    import tflite_export  # pylint: disable=import-outside-toplevel
-    from tfq_pareto import saving  # pylint: disable=import-outside-toplevel
-
     dual = result["records"][-1]
     print(f"\nexporting the DualPrecision model ({dual['label']}) to TFLite / TFLite Micro:",
           file=out, flush=True)
-    calibration, validation = tflite_export.export_arrays(
-        "digits", image_size=demo.DEMO_IMAGE_SIZE, calibration_samples=500)
-    result = tflite_export.export(saving.load_model(dual["model_file"]), calibration,
-                                  os.path.join(args.out, "export"), name="demo_dual_precision",
-                                  validation_data=validation)
-    _print_export(result, out)
+    _print_export(demo.export_dual_precision(result, args.out), out)
     return 0
 
 
@@ -196,14 +180,14 @@ def _print_export(result, out):
 
 
 def _export(args, out):
-    # The CLI is the one place where tfq_pareto reaches tflite_export (a separate
-    # package built on tfq_pareto), so the import stays inside the command.
+    # The command line is the composition root: the one place that imports both
+    # tfq_pareto and tflite_export (imported here, so other commands start faster).
     import tflite_export  # pylint: disable=import-outside-toplevel
-    from tfq_pareto import saving  # pylint: disable=import-outside-toplevel
+    from tfq_pareto import data, saving  # pylint: disable=import-outside-toplevel
 
     tflite_export.check_name(args.name)
     model = saving.load_model(args.model_file, compile=False)  # before any data is loaded
-    calibration, validation = tflite_export.export_arrays(
+    calibration, validation = data.export_arrays(
         args.data, data_dir=args.data_dir, image_size=args.image_size,
         calibration_samples=args.samples, validation_samples=args.validation_samples)
     result = tflite_export.export(model, calibration, args.out, name=args.name,

@@ -1,6 +1,6 @@
 """The layer graph of a built Functional or Sequential tf_keras model."""
 
-from tfq_pareto._keras import keras, tf
+from tfq_pareto.backend import keras, tf
 
 #: Layers that carry conv/dense filters (Eq. 6 counts their kernels).
 WEIGHTED_LAYERS = (

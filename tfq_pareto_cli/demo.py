@@ -6,20 +6,29 @@ scikit-learn upsampled to 16x16 (no download). Writes into ``out_dir``:
 ``results.json`` (both records), ``accuracy_vs_size.png`` and one run folder
 per model (history, TensorBoard logs, QAT model). It is a small
 :func:`tfq_pareto.search.sweep` (precisions {8, 1} at one budget), so a rerun
-resumes and skips finished models.
+resumes and skips finished models. :func:`export_dual_precision` then exports
+the DualPrecision model to int8 TFLite and packed TFLite Micro files.
+
+The demo is a program, not library code: it composes ``tfq_pareto`` (training)
+with ``tflite_export`` (export), so it lives next to the command line.
 """
 
 import dataclasses
 import os
 
+import tflite_export
 from tfq_pareto import data as data_lib
-from tfq_pareto import experiment, search, training
+from tfq_pareto import experiment, saving, search, training
 
 #: The family the demo trains, and its depth.
 DEMO_MODEL = "resnet_cifar"
 DEMO_DEPTH = 20
 #: Side of the upsampled digits images the demo trains on.
 DEMO_IMAGE_SIZE = 16
+
+#: Name of the exported DualPrecision model's files, and their folder under ``out_dir``.
+EXPORT_NAME = "demo_dual_precision"
+EXPORT_DIR = "export"
 
 RESULTS_FILE = "results.json"
 PLOT_FILE = "accuracy_vs_size.png"
@@ -114,3 +123,22 @@ def format_table(records):
         lines.append(f"{r['label']:<34}{r['config']['width']:>7.3f}{r['size_bits']:>13,}"
                      f"{r['size_kib']:>12.2f}{100 * r['accuracy']:>9.2f}%")
     return "\n".join(lines)
+
+
+def export_dual_precision(result, out_dir="runs/demo", *, calibration_samples=500):
+    """Exports the demo's DualPrecision model to int8 TFLite and packed TFLite Micro.
+
+    Args:
+      result: what :func:`run_demo` returned.
+      out_dir: the demo's output folder; the files go to ``out_dir/export``.
+      calibration_samples: digits training images used to calibrate.
+
+    Returns:
+      the :class:`tflite_export.ExportResult` (sizes, accuracies, files).
+    """
+    dual = result["records"][-1]
+    calibration, validation = data_lib.export_arrays(
+        "digits", image_size=DEMO_IMAGE_SIZE, calibration_samples=calibration_samples)
+    return tflite_export.export(saving.load_model(dual["model_file"]), calibration,
+                                os.path.join(out_dir, EXPORT_DIR), name=EXPORT_NAME,
+                                validation_data=validation)
