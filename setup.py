@@ -19,7 +19,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest", "hypothesis"],
+    "test": ["pytest", "pytest-xdist", "hypothesis"],
 }
 
 setup(

@@ -30,9 +30,11 @@ def _ranges(model):
 
 
 @pytest.mark.parametrize("build", [
-    lambda: resnet_cifar(20, 0.25, 10, input_shape=(16, 16, 3)),
-    lambda: build_mobilenet_like(10, (16, 16, 3), separable=False),
-], ids=["resnet20", "inverted_residual"])
+    pytest.param(lambda: resnet_cifar(20, 0.25, 10, input_shape=(16, 16, 3)), id="resnet20",
+                 marks=pytest.mark.slow),
+    pytest.param(lambda: build_mobilenet_like(10, (16, 16, 3), separable=False),
+                 id="inverted_residual"),
+])
 def test_every_range_is_the_first_batch_range_after_one_step(build, tmp_path):
     keras.utils.set_random_seed(0)
     float_model = build()

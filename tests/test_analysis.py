@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import tfq_pareto
-from tfq_pareto import analysis, cli, keras, training
+from tfq_pareto import analysis, keras, training
+from tfq_pareto_cli import cli
 from tfq_pareto.backend import tf
 from tfq_pareto.models import mobilenet_v2_cifar
 
