@@ -68,7 +68,7 @@ def main():
     if unknown:
         parser.error(f"--variants must be among {VARIANTS}; received {unknown}")
     datasets = load_cifar(args.train_images, args.data_dir)
-    recipe = training.Recipe(epochs=args.epochs, warmup_epochs=min(1, args.epochs - 1))
+    recipe = training.Recipe(warmup_epochs=1).with_epochs(args.epochs)
     config = experiment.RunConfig(model="resnet_cifar", depth=20, width=0.3438, conv_bits=2,
                                   act_bits=4, dataset="cifar10_npz")
     results = {}

@@ -62,15 +62,14 @@ def main():
     os.makedirs(args.out, exist_ok=True)
 
     datasets = load_cifar(args.train_images, args.data_dir, args.test_images)
-    info = datasets[2]
+    info = datasets.info
     base = experiment.RunConfig(model="mobilenet_v2_cifar", width=1.0, conv_bits=8, dw_bits=8,
                                 act_bits=4, dataset="cifar10_npz")
     budget = search.budget_of(base, info, width=args.budget_width, conv_bits=8, dw_bits=8)
     recipe = training.Recipe(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                              batch_size=128)
-    proxy_recipe = training.Recipe(epochs=args.proxy_epochs,
-                                   warmup_epochs=min(args.warmup_epochs, args.proxy_epochs),
-                                   batch_size=128)
+    proxy_recipe = training.Recipe(warmup_epochs=args.warmup_epochs,
+                                   batch_size=128).with_epochs(args.proxy_epochs)
 
     grid = search.dual_precision_search(base, budget, bits=bits, recipe=recipe,
                                         out_dir=os.path.join(args.out, "grid"),

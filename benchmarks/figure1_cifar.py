@@ -40,7 +40,7 @@ def load_cifar(train_images, data_dir, test_images=None):
     if test_images:
         test = test.take(test_images)
         info = dataclasses.replace(info, num_test=min(test_images, info.num_test))
-    return train, test, info
+    return data_lib.Datasets(train, test, info)
 
 
 def main():
@@ -64,7 +64,7 @@ def main():
     os.makedirs(out, exist_ok=True)
 
     datasets = load_cifar(args.train_images, args.data_dir)
-    info = datasets[2]
+    info = datasets.info
     bits = [int(b) for b in args.bits.split(",")]
     widths = [float(w) for w in args.budget_widths.split(",")]
     base = experiment.RunConfig(model=args.model, depth=20, width=1.0, conv_bits=4,

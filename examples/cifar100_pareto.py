@@ -40,9 +40,8 @@ def main():
         args.dataset, args.bits, args.reference_widths, args.epochs = "digits", [1, 4], [0.25], 1
 
     datasets = tfq_pareto.data.load(args.dataset, data_dir=args.data_dir)
-    info = datasets[2]
-    recipe = dataclasses.replace(tfq_pareto.training.CIFAR, epochs=args.epochs,
-                                 warmup_epochs=min(5, args.epochs - 1))
+    info = datasets.info
+    recipe = tfq_pareto.training.CIFAR.with_epochs(args.epochs)
     base = tfq_pareto.experiment.RunConfig(model=args.model, depth=args.depth, conv_bits=4,
                                            dw_bits=args.dw_bits, act_bits=args.act_bits,
                                            dataset=args.dataset)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tfq_pareto
-from tfq_pareto import analysis, keras, training
+from tfq_pareto import analysis, clipping, keras, training
 from tfq_pareto_cli import cli
 from tfq_pareto.backend import tf
 from tfq_pareto.models import mobilenet_v2_cifar
@@ -17,7 +17,7 @@ from conftest import build_mobilenet_like, build_plain_cnn
 
 
 def test_clipping_constants_are_the_ones_in_use():
-    constants = analysis.clipping_constants((4, 8))
+    constants = clipping.clipping_constants((4, 8))
     for bits, (value, spread) in constants.items():
         assert value == pytest.approx(tfq_pareto.CLIPPING_CONSTANTS[bits], abs=1e-4)
         assert spread > 0

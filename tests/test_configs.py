@@ -84,3 +84,33 @@ def test_relu_layers_get_the_non_negative_quantizer_others_do_not():
     minimums = {v.name: float(v) for v in qat.weights if v.name.endswith("output_min:0")}
     assert minimums["quant_relu6/output_min:0"] == 0.0
     assert minimums["quant_leaky/output_min:0"] == -6.0
+
+
+@pytest.mark.parametrize("check,args,message", [
+    ("check_int", ("batch_size", 0), "batch_size must be an int >= 1; received 0"),
+    ("check_int", ("batch_size", True), "batch_size must be an int >= 1; received True"),
+    ("check_int", ("batch_size", 2.0), "batch_size must be an int >= 1; received 2.0"),
+    ("check_int", ("samples", -1, 0), "samples must be an int >= 0; received -1"),
+    ("check_positive", ("width", 0), "width must be a number > 0; received 0"),
+    ("check_positive", ("width", float("nan")), "width must be a number > 0; received nan"),
+    ("check_positive", ("width", "1"), "width must be a number > 0; received '1'"),
+    ("check_fraction", ("fraction", 1.5), "fraction must be a number in \\(0, 1\\]; received 1.5"),
+])
+def test_argument_checks_name_the_value_and_what_is_allowed(check, args, message):
+    from tfq_pareto import checks
+
+    with pytest.raises(ValueError, match=message):
+        getattr(checks, check)(*args)
+
+
+def test_argument_checks_return_what_they_accept():
+    import numpy as np
+
+    from tfq_pareto import checks
+
+    assert checks.check_int("n", np.int64(3)) == 3 and type(checks.check_int("n", np.int64(3))) is int
+    assert checks.check_int("n", 0, minimum=0) == 0
+    assert checks.check_positive("w", 0.5) == 0.5
+    assert checks.check_fraction("f", 1) == 1
+    with pytest.raises(ValueError, match="a finite number > 0; received inf"):
+        checks.check_positive("w", float("inf"), finite=True)

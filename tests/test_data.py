@@ -169,3 +169,17 @@ def test_shuffle_buffer_for_streams_and_bad_values():
     assert data.shuffle_buffer_for(train) == info.num_train
     with pytest.raises(ValueError, match="shuffle_buffer must be 'auto' or an int >= 1; received 0"):
         data.pipeline(train, info, training=True, shuffle_buffer=0)
+
+
+def test_load_returns_named_datasets_that_still_unpack():
+    loaded = data.load("digits", image_size=8)
+    assert isinstance(loaded, data.Datasets)
+    train, test, info = loaded
+    assert loaded.info is info and loaded.train is train and loaded.test is test
+    assert data.as_datasets((train, test, info)) == loaded
+
+
+@pytest.mark.parametrize("value", [(1, 2), (1, 2, 3), "abc"])
+def test_as_datasets_refuses_other_values(value):
+    with pytest.raises(ValueError, match="datasets must be \\(train, test, info\\)"):
+        data.as_datasets(value)

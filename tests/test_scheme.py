@@ -150,6 +150,16 @@ def test_scheme_config_round_trip():
     assert DualPrecisionScheme(1, 4) != DualPrecisionScheme(1, 8)
 
 
+def test_configs_holding_lists_hash_by_value():
+    # FanInPrecisionScheme's config holds its thresholds as a list of lists.
+    a = tfq_pareto.FanInPrecisionScheme(((10, 4), (64, 2)), default_bits=1)
+    b = tfq_pareto.FanInPrecisionScheme([[10, 4], [64, 2]], default_bits=1)
+    c = tfq_pareto.FanInPrecisionScheme(((10, 8),), default_bits=1)
+    assert isinstance(a.get_config()["thresholds"], list)
+    assert a == b and hash(a) == hash(b)
+    assert len({a, b, c}) == 2
+
+
 @pytest.mark.slow
 def test_loss_falls_when_training():
     from sklearn.datasets import load_digits

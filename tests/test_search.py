@@ -48,7 +48,8 @@ def test_non_overlapping_curves_give_a_clear_message():
 
 def _tiny_datasets():
     train, test, info = data.load("digits")
-    return (train.take(96), test.take(48), dataclasses.replace(info, num_train=96, num_test=48))
+    return data.Datasets(train.take(96), test.take(48),
+                         dataclasses.replace(info, num_train=96, num_test=48))
 
 
 RECIPE = training.Recipe(epochs=1, warmup_epochs=0, batch_size=48)
@@ -102,7 +103,7 @@ def test_killed_sweep_resumes_and_trains_every_trial_once(tmp_path, monkeypatch)
 def test_tiny_grid_search_with_an_unreachable_pair(tmp_path):
     base = experiment.RunConfig(model="mobilenet_v2_cifar", dataset="digits")
     datasets = _tiny_datasets()
-    budget = search.budget_of(base, datasets[2], width=0.2, conv_bits=8, dw_bits=8)
+    budget = search.budget_of(base, datasets.info, width=0.2, conv_bits=8, dw_bits=8)
     result = search.dual_precision_search(base, budget, bits=[1, 8], recipe=RECIPE,
                                           out_dir=str(tmp_path), datasets=datasets)
     records = {(r["conv_bits"], r["dw_bits"]): r for r in result["records"]}
@@ -212,7 +213,7 @@ def test_every_oracle_can_be_made(name):
 def test_random_oracle_search(tmp_path):
     base = experiment.RunConfig(model="resnet_cifar", depth=20, dataset="digits")
     datasets = _tiny_datasets()
-    budget = search.budget_of(base, datasets[2], width=0.25, conv_bits=8)
+    budget = search.budget_of(base, datasets.info, width=0.25, conv_bits=8)
     result = search.dual_precision_search(base, budget, bits=[1, 2, 4, 8], oracle="random",
                                           max_trials=2, recipe=RECIPE, out_dir=str(tmp_path),
                                           datasets=datasets)
@@ -231,7 +232,7 @@ def test_proxy_search_trains_the_proxy_grid_then_only_its_best_pair(tmp_path, mo
     monkeypatch.setattr(training, "train", counting)
     base = experiment.RunConfig(model="mobilenet_v2_cifar", dataset="digits")
     datasets = _tiny_datasets()
-    budget = search.budget_of(base, datasets[2], width=0.3, conv_bits=8, dw_bits=8)
+    budget = search.budget_of(base, datasets.info, width=0.3, conv_bits=8, dw_bits=8)
     kwargs = dict(bits=[2, 8], recipe=RECIPE, out_dir=str(tmp_path), datasets=datasets,
                   proxy_fraction=0.5)
     result = search.proxy_search(base, budget, **kwargs)

@@ -206,3 +206,18 @@ def test_training_under_a_mirrored_strategy(tmp_path):
         lambda: tfq_pareto.apply(build_plain_cnn(num_classes=2), conv_bits=1), _data(), _data(),
         recipe, steps_per_epoch=4, verbose=0, strategy=strategy)
     assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
+
+
+@pytest.mark.parametrize("warmup,epochs,expected", [
+    (5, 300, 5), (5, 6, 5), (5, 5, 4), (5, 2, 1), (5, 1, 0), (0.25, 1, 0), (0.25, 3, 0.25)])
+def test_with_epochs_keeps_at_least_one_epoch_of_decay(warmup, epochs, expected):
+    recipe = training.Recipe(warmup_epochs=warmup, batch_size=64, weight_decay=1e-4)
+    short = recipe.with_epochs(epochs)
+    assert (short.epochs, short.warmup_epochs) == (epochs, expected)
+    assert dataclasses.replace(short, epochs=300, warmup_epochs=warmup) == recipe
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 2.5, True, "3"])
+def test_with_epochs_refuses_bad_counts(epochs):
+    with pytest.raises(ValueError, match=f"epochs must be an int >= 1; received {epochs!r}"):
+        training.CIFAR.with_epochs(epochs)

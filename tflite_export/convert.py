@@ -165,7 +165,3 @@ def quantize_inputs(samples, details):
     q = np.round(samples / scale) + zero_point
     return np.clip(q, info.min, info.max).astype(details["dtype"])
 
-
-def dequantize(values, details):
-    scale, zero_point = details["quantization"]
-    return (values.astype(np.float32) - zero_point) * scale

@@ -145,19 +145,6 @@ def micro_arena_size(model_bytes, sample, upper=None):
     return upper
 
 
-def micro_invoke_seconds(model_bytes, sample, arena_size, repeats=20):
-    """Median process-CPU seconds of one TFLM ``invoke`` on ``sample[0]``."""
-    interpreter = _micro_interpreter(model_bytes, arena_size)
-    interpreter.set_input(sample[:1], 0)
-    interpreter.invoke()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        interpreter.invoke()
-        times.append(time.process_time() - start)
-    return float(np.median(times))
-
-
 def interleaved_invoke_seconds(models, sample, arenas, repeats=20, inner=5):
     """Median CPU seconds per ``invoke`` of several models, timed in alternation.
 

@@ -18,19 +18,6 @@ import numpy as np
 from tfq_pareto import clipping, graph
 from tfq_pareto.backend import keras
 
-#: Weight bits clipping_constants simulates by default.
-UNIFORM_BITS = clipping.UNIFORM_BITS
-
-
-def clipping_constants(bits=UNIFORM_BITS, **kwargs):
-    """Appendix B: ``{b: (c_b, spread)}``, c_b = mean|W| / a* for Gaussian weights.
-
-    The quantizers use exactly these numbers (:data:`tfq_pareto.CLIPPING_CONSTANTS`);
-    keyword arguments go to :func:`tfq_pareto.clipping.clipping_constant`
-    (``sigmas``, ``fan_ins``, ``weights_per_setting``, ``seed``).
-    """
-    return clipping.clipping_constants(bits, **kwargs)
-
 
 def plot_clipping(path, num_bits=4, *, sigmas=(0.01, 0.05, 0.1), fan_in=576, filters=200, seed=0):
     """Fig. 5: per-filter best clip a* against mean|W|, with the line a = mean|W| / c_b.

@@ -17,9 +17,11 @@ Sources (``load(spec)``):
 
 import dataclasses
 import os
+import typing
 
 import numpy as np
 
+from tfq_pareto import checks
 from tfq_pareto.backend import tf
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -67,6 +69,27 @@ class DatasetInfo:
     augmentation: str = None
 
 
+class Datasets(typing.NamedTuple):
+    """What :func:`load` returns: raw ``train`` and ``test`` examples and their :class:`DatasetInfo`.
+
+    A named tuple, so ``train, test, info = load(...)`` keeps working.
+    """
+
+    train: tf.data.Dataset
+    test: tf.data.Dataset
+    info: DatasetInfo
+
+
+def as_datasets(value):
+    """``value`` as :class:`Datasets`: a ``Datasets`` or any ``(train, test, info)`` triple."""
+    if isinstance(value, Datasets):
+        return value
+    if not isinstance(value, (tuple, list)) or len(value) != 3 or not isinstance(value[2], DatasetInfo):
+        raise ValueError("datasets must be (train, test, info) as tfq_pareto.data.load returns, "
+                         f"info a DatasetInfo; received {type(value).__name__}")
+    return Datasets(*value)
+
+
 def _from_arrays(x, y):
     return tf.data.Dataset.from_tensor_slices((x, y.astype("int64")))
 
@@ -100,7 +123,7 @@ def digits(image_size=16, test_fraction=0.2, seed=0):
     (x_train, y_train), (x_test, y_test) = _split(x, data.target, test_fraction, seed)
     mean, std = _stats(x_train)
     info = DatasetInfo("digits", 10, x.shape[1:], len(x_train), len(x_test), mean, std, "crop")
-    return _from_arrays(x_train, y_train), _from_arrays(x_test, y_test), info
+    return Datasets(_from_arrays(x_train, y_train), _from_arrays(x_test, y_test), info)
 
 
 def _read_npz(path):
@@ -145,7 +168,7 @@ def npz(train_path, test_path=None, test_fraction=0.2, seed=0):
     augmentation = "crop_flip" if x.shape[-1] == 3 else "crop"
     info = DatasetInfo(name, num_classes, x.shape[1:], len(x_train), len(x_test), mean, std,
                        augmentation)
-    return _from_arrays(x_train, y_train), _from_arrays(x_test, y_test), info
+    return Datasets(_from_arrays(x_train, y_train), _from_arrays(x_test, y_test), info)
 
 
 def tfds_dataset(name, data_dir=None, download=False):
@@ -186,7 +209,7 @@ def tfds_dataset(name, data_dir=None, download=False):
     mean, std = PIXEL_STATS[name]
     info = DatasetInfo(name, num_classes, shape, count(train_split, train),
                        count(test_split, test), mean, std, augmentation)
-    return train, test, info
+    return Datasets(train, test, info)
 
 
 def load(spec, *, data_dir=None, download=False, image_size=16, test_fraction=0.2, seed=0):
@@ -288,8 +311,7 @@ def pipeline(dataset, info, *, training, batch_size=128, augmentation="auto", im
         augmentation = info.augmentation
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation must be one of {AUGMENTATIONS}; received {augmentation!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1; received {batch_size!r}")
+    checks.check_int("batch_size", batch_size)
     size = image_size or info.image_shape[0]
     mean = tf.constant(info.mean, tf.float32)
     std = tf.constant(info.std, tf.float32)
@@ -342,8 +364,7 @@ def export_arrays(spec, *, data_dir=None, image_size=16, calibration_samples=500
     """
     for name, value in (("calibration_samples", calibration_samples),
                         ("validation_samples", validation_samples)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0; received {value!r}")
+        checks.check_int(name, value, minimum=0)
     if calibration_samples < 1:
         raise ValueError(f"calibration_samples must be >= 1; received {calibration_samples!r}")
     train, test, info = load(spec, data_dir=data_dir, image_size=image_size)

@@ -6,7 +6,7 @@ import os
 import time
 
 from tfq_pareto import data as data_lib
-from tfq_pareto import training
+from tfq_pareto import checks, training
 from tfq_pareto.backend import keras
 from tfq_pareto.models import FAMILIES, family_builder
 from tfq_pareto.quantizers import check_bits
@@ -50,8 +50,7 @@ class RunConfig:
         check_bits("first_last_bits", self.first_last_bits)
         if self.act_bits is not None:
             check_bits("act_bits", self.act_bits, range(2, 9))
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
-            raise ValueError(f"width must be a number > 0; received {self.width!r}")
+        checks.check_positive("width", self.width)
         if self.dw_fan_in is not None:
             if self.model != "vgg11":
                 raise ValueError(f"dw_fan_in applies to model 'vgg11' only; received model "
@@ -117,7 +116,7 @@ def run(config, recipe, *, out_dir, data_dir=None, download=False, image_size=16
             record = json.load(f)
         if all(record.get(k) == v for k, v in wanted.items()):
             return record
-    train_raw, test_raw, info = datasets or data_lib.load(
+    train_raw, test_raw, info = data_lib.as_datasets(datasets) if datasets else data_lib.load(
         config.dataset, data_dir=data_dir, download=download, image_size=image_size)
     float_model, depthwise = check_config(config, info)
     one_hot = bool(recipe.label_smoothing)

@@ -24,7 +24,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.graph_transfor
 )
 
 from tfq_pareto import graph, keras3
-from tfq_pareto.checks import ConfigMixin
+from tfq_pareto.checks import ConfigMixin, check_int
 from tfq_pareto.backend import keras, tfmot
 from tfq_pareto.configs import (
     ACTIVATION_BITS,
@@ -427,8 +427,7 @@ def _check_thresholds(thresholds):
                 f"thresholds must be (max_fan_in, bits) pairs; received {entry!r}"
             )
         limit, bits = entry
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"a fan-in threshold must be an int >= 1; received {limit!r}")
+        check_int("a fan-in threshold", limit)
         checked.append((limit, check_bits("threshold bits", bits)))
     limits = [limit for limit, _ in checked]
     if limits != sorted(set(limits)):

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from tfq_pareto import graph
+from tfq_pareto import checks, graph
 from tfq_pareto.backend import keras
 from tfq_pareto.quantizers import check_bits
 
@@ -348,8 +348,7 @@ def memory_footprint(model, batch_size=1, *, conv_bits=None, dw_bits=None, first
     Returns:
       A :class:`MemoryFootprint` (``.total_bytes``; ``str()`` is a per-layer table).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1; received {batch_size!r}")
+    checks.check_int("batch_size", batch_size)
     quantized = any(hasattr(l, "quantize_config") for l in model.layers)
     if act_bits is None:
         act_bits = _activation_bits(model) if quantized else FLOAT_BITS

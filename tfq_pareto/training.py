@@ -29,6 +29,7 @@ import math
 import os
 import time
 
+from tfq_pareto import checks
 from tfq_pareto.backend import keras, tf
 
 #: Names of the metrics train() reports.
@@ -78,6 +79,17 @@ class Recipe:
                 raise ValueError(
                     f"{name} must be {allowed[name]}; received {getattr(self, name)!r}"
                 )
+
+    def with_epochs(self, epochs):
+        """This recipe run for ``epochs`` epochs, its warm-up shortened to fit.
+
+        The one rule for short runs: the warm-up is kept unless it would leave
+        less than one epoch of cosine decay, then it becomes ``epochs - 1``
+        (0 for a one-epoch run). Everything else is unchanged.
+        """
+        checks.check_int("epochs", epochs)
+        return dataclasses.replace(self, epochs=epochs,
+                                   warmup_epochs=min(self.warmup_epochs, epochs - 1))
 
 
 #: Appendix A presets; activation bits of Sec. 3 (4 on CIFAR, 8 on ImageNet).

@@ -7,11 +7,10 @@ finds the width multiplier of a model family that has a given size, and
 """
 
 import copy
-import math
 
 import numpy as np
 
-from tfq_pareto import graph
+from tfq_pareto import checks, graph
 from tfq_pareto.backend import keras
 from tfq_pareto.size import model_size
 
@@ -82,10 +81,7 @@ def _last_dim(shape):
 
 
 def _check_width(width_multiplier):
-    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)) or not (
-        width_multiplier > 0 and math.isfinite(width_multiplier)
-    ):
-        raise ValueError(f"width_multiplier must be a finite number > 0; received {width_multiplier!r}")
+    checks.check_positive("width_multiplier", width_multiplier, finite=True)
 
 
 def _new_channels(model, width_multiplier, keep):
@@ -223,8 +219,7 @@ def width_for_size(builder, target_bits, *, conv_bits, dw_bits=None, first_last_
       ValueError: bad arguments, or a target no width reaches within tolerance;
         the message gives the nearest reachable sizes and their widths.
     """
-    if isinstance(target_bits, bool) or not isinstance(target_bits, (int, float)) or not target_bits > 0:
-        raise ValueError(f"target_bits must be a number > 0; received {target_bits!r}")
+    checks.check_positive("target_bits", target_bits)
     if not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:
         raise ValueError(f"tolerance must be in (0, 1); received {tolerance!r}")
     if not callable(builder):

@@ -116,8 +116,7 @@ def _recipe(args):
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "warmup_epochs" not in overrides and "epochs" in overrides:
-        # A short run keeps its warm-up inside the run.
-        overrides["warmup_epochs"] = min(recipe.warmup_epochs, overrides["epochs"])
+        recipe = recipe.with_epochs(overrides.pop("epochs"))  # a short run keeps its warm-up inside
     return dataclasses.replace(recipe, **overrides)
 
 
@@ -132,7 +131,7 @@ def _train(args, out):
     # Everything that can be wrong is checked before the first step.
     datasets = data.load(args.dataset, data_dir=args.data_dir, download=args.download,
                          image_size=args.image_size)
-    experiment.check_config(config, datasets[2])
+    experiment.check_config(config, datasets.info)
     strategy = training.make_strategy(args.strategy)
     record = experiment.run(config, recipe, out_dir=args.out, verbose=0 if args.quiet else 2,
                             strategy=strategy, datasets=datasets)
@@ -201,7 +200,7 @@ def _export(args, out):
 def _analyze_clipping(args, out):
     from tfq_pareto import analysis, clipping  # pylint: disable=import-outside-toplevel
 
-    constants = analysis.clipping_constants(tuple(args.bits), seed=args.seed)
+    constants = clipping.clipping_constants(tuple(args.bits), seed=args.seed)
     print("Appendix B clipping constants c_b = mean|W| / a* (Gaussian weights)", file=out)
     print(f"{'bits':>4}  {'c_b':>8}  {'spread':>8}  {'in use':>8}", file=out)
     for bits, (value, spread) in constants.items():
@@ -260,9 +259,7 @@ def _search_recipe(args):
 
     from tfq_pareto import training  # pylint: disable=import-outside-toplevel
 
-    return dataclasses.replace(training.CIFAR, epochs=args.epochs,
-                               warmup_epochs=min(training.CIFAR.warmup_epochs, args.epochs - 1),
-                               batch_size=args.batch_size)
+    return dataclasses.replace(training.CIFAR.with_epochs(args.epochs), batch_size=args.batch_size)
 
 
 def _sweep(args, out):
@@ -296,19 +293,15 @@ def _search_command(args, out):
     if args.budget_kib is not None:
         budget = args.budget_kib * 8192
     else:
-        budget = search.budget_of(base, datasets[2], width=args.budget_width, conv_bits=8, dw_bits=8)
+        budget = search.budget_of(base, datasets.info, width=args.budget_width, conv_bits=8, dw_bits=8)
     recipe = _search_recipe(args)
     if args.oracle == "proxy":
-        import dataclasses  # pylint: disable=import-outside-toplevel
-
-        epochs = args.proxy_epochs or max(1, args.epochs // 4)
-        proxy_recipe = dataclasses.replace(
-            recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs - 1))
+        proxy_recipe = recipe.with_epochs(args.proxy_epochs or max(1, args.epochs // 4))
         result = search.proxy_search(
             base, budget, bits=args.bits, recipe=recipe, proxy_recipe=proxy_recipe,
             proxy_fraction=args.proxy_fraction, top_k=args.top_k, out_dir=args.out,
             datasets=datasets, verbose=0 if args.quiet else 2)
-        print(f"proxy ({args.proxy_fraction:g} x budget, {epochs} epochs) ranking: "
+        print(f"proxy ({args.proxy_fraction:g} x budget, {proxy_recipe.epochs} epochs) ranking: "
               f"{[tuple(p) for p in result['ranking']]}", file=out)
         print(f"proxy train seconds {result['train_seconds']['proxy']:.0f}, at the budget "
               f"{result['train_seconds']['final']:.0f}", file=out)

@@ -18,7 +18,7 @@ import os
 
 import tflite_export
 from tfq_pareto import data as data_lib
-from tfq_pareto import experiment, saving, search, training
+from tfq_pareto import checks, experiment, saving, search, training
 
 #: The family the demo trains, and its depth.
 DEMO_MODEL = "resnet_cifar"
@@ -74,16 +74,15 @@ def run_demo(out_dir="runs/demo", *, epochs=12, act_bits=8, tiny=False, verbose=
       verbose: Keras progress (0 silent, 1 bar, 2 a line per epoch).
       log: callable receiving progress messages (e.g. ``print``), or None.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1; received {epochs!r}")
+    checks.check_int("epochs", epochs)
     os.makedirs(out_dir, exist_ok=True)
     train_raw, test_raw, info = data_lib.load("digits", image_size=DEMO_IMAGE_SIZE)
     if tiny:
         epochs = 1
         train_raw = train_raw.take(info.num_train // 10)
         info = dataclasses.replace(info, num_train=info.num_train // 10)
-    datasets = (train_raw, test_raw, info)
-    recipe = training.Recipe(epochs=epochs, warmup_epochs=min(2, epochs - 1), batch_size=128)
+    datasets = data_lib.Datasets(train_raw, test_raw, info)
+    recipe = training.Recipe(warmup_epochs=2, batch_size=128).with_epochs(epochs)
 
     base = experiment.RunConfig(model=DEMO_MODEL, depth=DEMO_DEPTH, width=1.0, conv_bits=8,
                                 act_bits=act_bits, dataset="digits")

@@ -5,17 +5,14 @@ paper's CIFAR models were trained): with Keras's 0.99 the moving statistics
 lag far behind on short runs.
 """
 
+from tfq_pareto import checks
 from tfq_pareto.backend import keras
 
 
 def check_builder_args(width_multiplier, num_classes):
     """Raises ValueError for a non-positive width or a bad class count."""
-    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)) or not (
-        width_multiplier > 0
-    ):
-        raise ValueError(f"width_multiplier must be a number > 0; received {width_multiplier!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an int >= 1; received {num_classes!r}")
+    checks.check_positive("width_multiplier", width_multiplier)
+    checks.check_int("num_classes", num_classes)
 
 
 def scaled(channels, width_multiplier):

@@ -23,7 +23,7 @@ import tempfile
 
 import keras_tuner as kt
 
-from tfq_pareto import experiment, training
+from tfq_pareto import checks, data, experiment, training
 from tfq_pareto.quantizers import check_bits
 from tfq_pareto.search import plots
 from tfq_pareto.search.front import dominance_matrix, pareto_front
@@ -66,7 +66,7 @@ def _check_positive(values, name):
     if not values:
         raise ValueError(f"{name} must not be empty")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:  # a list: plural
             raise ValueError(f"{name} must be numbers > 0; received {v!r}")
     return values
 
@@ -123,11 +123,10 @@ def _search(tuner, out_dir, summary, plot_grid):
 
 def _prepare(base_config, recipe, datasets, data_dir, image_size):
     if datasets is None:
-        from tfq_pareto import data  # pylint: disable=import-outside-toplevel
-
         datasets = data.load(base_config.dataset, data_dir=data_dir, image_size=image_size)
+    datasets = data.as_datasets(datasets)
     _, depthwise = experiment.check_config(dataclasses.replace(base_config, dw_bits=None),
-                                           datasets[2])
+                                           datasets.info)
     return datasets, depthwise
 
 
@@ -217,8 +216,7 @@ def dual_precision_search(base_config, budget_bits, *, bits=DEFAULT_BITS, oracle
       ``{"best": record, "records": [...]}`` (also in results.json; grid.png is Table 7).
     """
     bits = _check_bits_list(bits)
-    if isinstance(budget_bits, bool) or not isinstance(budget_bits, (int, float)) or budget_bits <= 0:
-        raise ValueError(f"budget_bits must be a number > 0; received {budget_bits!r}")
+    checks.check_positive("budget_bits", budget_bits)
     datasets, depthwise = _prepare(base_config, recipe, datasets, data_dir, image_size)
     hp = kt.HyperParameters()
     hp.Choice(HP_CONV_BITS, sorted(set(bits)))
@@ -277,13 +275,9 @@ def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir
       [...], "proxy_records": [...],
       "records": [...], "train_seconds": {"proxy": s, "final": s}}``.
     """
-    if isinstance(proxy_fraction, bool) or not isinstance(proxy_fraction, (int, float)) \
-            or not 0 < proxy_fraction <= 1:
-        raise ValueError(f"proxy_fraction must be a number in (0, 1]; received {proxy_fraction!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be an int >= 1; received {top_k!r}")
-    if isinstance(budget_bits, bool) or not isinstance(budget_bits, (int, float)) or budget_bits <= 0:
-        raise ValueError(f"budget_bits must be a number > 0; received {budget_bits!r}")
+    checks.check_fraction("proxy_fraction", proxy_fraction)
+    checks.check_int("top_k", top_k)
+    checks.check_positive("budget_bits", budget_bits)
     bits = _check_bits_list(bits)
     datasets, depthwise = _prepare(base_config, recipe, datasets, data_dir, image_size)
     common = {"datasets": datasets, "strategy": strategy, "verbose": verbose,
@@ -301,7 +295,7 @@ def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir
     for conv, dw in ranking:  # the best top_k pairs that can be widened to the budget
         if len(chosen) == top_k:
             break
-        if _reachable(base_config, datasets[2], conv, dw, budget_bits, tolerance):
+        if _reachable(base_config, datasets.info, conv, dw, budget_bits, tolerance):
             chosen.append((conv, dw) if depthwise else conv)
         else:
             unreachable.append([conv, dw])

@@ -20,7 +20,7 @@ import os
 import keras_tuner as kt
 from keras_tuner.engine import base_tuner
 
-from tfq_pareto import experiment
+from tfq_pareto import data, experiment
 from tfq_pareto.width import width_for_size
 
 #: Hyperparameter names.
@@ -115,7 +115,7 @@ class PrecisionTuner(base_tuner.BaseTuner):
                  overwrite=False, strategy=None, verbose=0, tolerance=0.03, **kwargs):
         self.base_config = base_config
         self.recipe = recipe
-        self.datasets = datasets
+        self.datasets = data.as_datasets(datasets)
         self.strategy = strategy
         self.run_verbose = verbose
         self.tolerance = tolerance
@@ -130,7 +130,7 @@ class PrecisionTuner(base_tuner.BaseTuner):
         dw_bits = None if dw_bits is None else int(dw_bits)
         config = dataclasses.replace(self.base_config, conv_bits=conv_bits, dw_bits=dw_bits)
         if HP_BUDGET in values:
-            info = self.datasets[2]
+            info = self.datasets.info
 
             def builder(width):
                 return experiment.build_float_model(dataclasses.replace(config, width=width), info)
@@ -149,8 +149,7 @@ class PrecisionTuner(base_tuner.BaseTuner):
         recipe = self.recipe
         epochs = trial.hyperparameters.values.get("tuner/epochs")
         if epochs:
-            recipe = dataclasses.replace(recipe, epochs=int(epochs),
-                                         warmup_epochs=min(recipe.warmup_epochs, int(epochs)))
+            recipe = recipe.with_epochs(int(epochs))
         record = experiment.run(config, recipe, out_dir=self.get_trial_dir(trial.trial_id),
                                 verbose=self.run_verbose, strategy=self.strategy,
                                 datasets=self.datasets)
