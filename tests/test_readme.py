@@ -44,3 +44,75 @@ def test_readme_shell_examples_of_the_cli_run(tmp_path):
         result = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=600,
                                 check=False, cwd=tmp_path)
         assert result.returncode == 0, (line, result.stderr[-2000:])
+
+
+def _readme():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_ci_runs_the_test_command_the_readme_gives():
+    blocks = re.findall(r"```bash\n(.*?)```", _readme(), flags=re.S)
+    commands = [line for block in blocks for line in block.splitlines()
+                if "python -m pytest" in line and "[test]" in line]
+    assert len(commands) == 1, commands
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
+        ci = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    assert ci[-1] == commands[0].strip()
+
+
+def _used_names(block):
+    """``module.attr.attr`` chains a snippet uses on names it imported from the project."""
+    import ast
+
+    tree = ast.parse(block)
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname \
+                    else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module.split(".")[0] in (
+                "tfq_pareto", "tflite_export"):
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    project = {k: v for k, v in aliases.items() if v.split(".")[0] in ("tfq_pareto", "tflite_export")}
+    chains = set(project.values())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            parts = []
+            inner = node
+            while isinstance(inner, ast.Attribute):
+                parts.append(inner.attr)
+                inner = inner.value
+            if isinstance(inner, ast.Name) and inner.id in project:
+                chains.add(".".join([project[inner.id]] + parts[::-1]))
+    return chains
+
+
+def _resolve(dotted):
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(dotted)
+
+
+def test_every_project_name_the_readme_snippets_use_exists():
+    blocks = re.findall(r"```python\n(.*?)```", _readme(), flags=re.S)
+    names = set().union(*(_used_names(b) for b in blocks))
+    assert "tfq_pareto.apply" in names  # the reader sees the snippets' calls
+    missing = []
+    for name in sorted(names):
+        try:
+            _resolve(name)
+        except (ImportError, AttributeError):
+            missing.append(name)
+    assert not missing, f"README snippets use names that do not exist: {missing}"

@@ -94,7 +94,7 @@ def test_killed_sweep_resumes_and_trains_every_trial_once(tmp_path, monkeypatch)
     assert len(trained) == 5  # 2 finished + 1 killed + the killed point again + the last
     points = [(r["conv_bits"], r["width"]) for r in result["records"]]
     assert sorted(points) == [(1, 0.25), (1, 0.5), (4, 0.25), (4, 0.5)]
-    assert all(r["status"] == "COMPLETED" for r in result["records"])
+    assert all(r["status"] == "COMPLETED" and r["tuner_id"] == "tuner0" for r in result["records"])
     again = search.sweep(base, **kwargs)  # finished: nothing trains
     assert len(trained) == 5 and len(again["records"]) == 4
 
@@ -192,21 +192,33 @@ def test_a_chief_and_two_workers_complete_a_search_together(tmp_path):
     with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
         results = json.load(f)
     assert sorted(r["conv_bits"] for r in results["records"]) == [1, 2, 4, 8]
-    by_worker = {}
-    for name in ("tuner0", "tuner1"):
-        with open(os.path.join(out, "tuner", f"{name}.json"), encoding="utf-8") as f:
-            by_worker[name] = f.read()
-    assert all(by_worker.values())
+    # Every record names the worker that trained it: both workers did, the chief none.
+    workers = sorted(r["tuner_id"] for r in results["records"])
+    assert set(workers) == {"tuner0", "tuner1"}, workers
+    assert len(workers) == 4
 
 
-@pytest.mark.parametrize("name", ["grid", "random", "bayesian", "hyperband"])
-def test_every_oracle_can_be_made(name):
+@pytest.mark.parametrize("name,cls,limit", [
+    ("grid", "ResumableGridOracle", ("max_trials", 2)),
+    ("random", "RandomSearchOracle", ("max_trials", 2)),
+    ("bayesian", "BayesianOptimizationOracle", ("max_trials", 2)),
+    ("hyperband", "HyperbandOracle", ("max_epochs", 3)),
+])
+def test_every_oracle_can_be_made_and_proposes_a_trial_in_the_space(name, cls, limit, tmp_path):
     import keras_tuner as kt
 
     hp = kt.HyperParameters()
     hp.Choice("conv_bits", [1, 4])
     oracle = search.make_oracle(name, hp, max_trials=2, max_epochs=3)
-    assert isinstance(oracle, kt.Oracle)
+    assert type(oracle).__name__ == cls  # the oracle asked for, not just some kt.Oracle
+    assert (oracle.objective.name, oracle.objective.direction) == ("val_accuracy", "max")
+    assert getattr(oracle, limit[0]) == limit[1]
+    oracle._set_project_dir(str(tmp_path), "p")  # pylint: disable=protected-access
+    trial = oracle.create_trial("tuner0")
+    assert trial.status == "RUNNING"
+    assert trial.hyperparameters.values["conv_bits"] in (1, 4)
+    if name == "hyperband":
+        assert 1 <= trial.hyperparameters.values["tuner/epochs"] <= 3
 
 
 @pytest.mark.slow

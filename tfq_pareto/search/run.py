@@ -45,7 +45,7 @@ PARETO_PNG = "pareto.png"
 GRID_PNG = "grid.png"
 
 _CSV_FIELDS = ("trial_id", "status", "conv_bits", "dw_bits", "width", "budget_bits",
-               "size_bits", "size_kib", "params", "accuracy", "message")
+               "size_bits", "size_kib", "params", "accuracy", "message", "tuner_id")
 
 
 def _check_bits_list(bits, name="bits"):

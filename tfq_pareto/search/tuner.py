@@ -95,6 +95,18 @@ def make_oracle(name, hyperparameters, *, max_trials=None, max_epochs=None, seed
     raise ValueError(f"oracle must be one of {ORACLES}; received {name!r}")
 
 
+#: File in a trial's folder naming the tuner process (KERASTUNER_TUNER_ID) that trained it.
+WORKER_FILE = "tuner_id.txt"
+
+
+def _read_worker(trial_dir):
+    path = os.path.join(trial_dir, WORKER_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip() or None
+
+
 class PrecisionTuner(base_tuner.BaseTuner):
     """Trains one (precision, width) point per trial and reports accuracy and Eq. (6) size.
 
@@ -150,7 +162,11 @@ class PrecisionTuner(base_tuner.BaseTuner):
         epochs = trial.hyperparameters.values.get("tuner/epochs")
         if epochs:
             recipe = recipe.with_epochs(int(epochs))
-        record = experiment.run(config, recipe, out_dir=self.get_trial_dir(trial.trial_id),
+        trial_dir = self.get_trial_dir(trial.trial_id)
+        os.makedirs(trial_dir, exist_ok=True)
+        with open(os.path.join(trial_dir, WORKER_FILE), "w", encoding="utf-8") as f:
+            f.write(self.tuner_id)  # which process of a distributed search trained it
+        record = experiment.run(config, recipe, out_dir=trial_dir,
                                 verbose=self.run_verbose, strategy=self.strategy,
                                 datasets=self.datasets)
         if not math.isfinite(record["loss"]):
@@ -186,6 +202,7 @@ class PrecisionTuner(base_tuner.BaseTuner):
                 HP_BUDGET: values.get(HP_BUDGET),
                 HP_WIDTH: values.get(HP_WIDTH),
                 "message": getattr(trial, "message", None),
+                "tuner_id": _read_worker(self.get_trial_dir(trial.trial_id)),
             }
             record_path = os.path.join(self.get_trial_dir(trial.trial_id), experiment.RECORD_FILE)
             if trial.status == "COMPLETED" and os.path.exists(record_path):
