@@ -76,8 +76,11 @@ extern const unsigned int {symbol}_len;
 
 
 def read_c_array(source_path):
-    """The bytes held by the array in a ``_model_data.cc`` file (for checks)."""
-    with open(source_path, encoding="ascii") as f:
-        text = f.read()
-    body = text[text.index("{") + 1: text.index("};")]
-    return bytes(int(token, 16) for token in re.findall(r"0x([0-9a-f]{2})", body))
+    """The bytes held by the array in a ``_model_data.cc`` file (for checks).
+
+    TensorFlow's ``flatbuffer_utils.xxd_output_to_bytes`` reads it: the file's
+    only lines that start with hex bytes are the array's.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=import-outside-toplevel
+
+    return flatbuffer_utils.xxd_output_to_bytes(os.fspath(source_path))

@@ -6,7 +6,7 @@ import numpy as np
 
 from tfq_pareto.backend import tf
 from tflite_export.runtime import captured_stderr
-from tflite_export.twin import ExportError
+from tflite_export.errors import ExportError
 
 #: Calibration uses at most this many representative samples.
 MAX_CALIBRATION_SAMPLES = 500

@@ -1,41 +1,42 @@
 """export(): QAT model -> int8 .tflite -> packed TFLM .tflite -> C arrays, verified.
 
-Pipeline:
-  1. float twin with Q(W) in every kernel (:mod:`tflite_export.twin`), b-bit grid check;
-  2. full-integer int8 conversion with the representative data (per-channel);
-  3. every filter of b < 8 bits LUT-packed with b-bit indices (TFLM compression);
-  4. slimming of what the packed flatbuffer carries besides weights, each step
-     checked bit-exact on the TFLM interpreter;
-  5. :func:`verify`, C arrays, manifest.
+The pipeline only; each stage is a function with a typed result and its own tests:
+
+  1. :func:`convert_model`: float twin with Q(W) in every kernel
+     (:mod:`tflite_export.twin`), b-bit grid check, full-integer int8
+     conversion (:mod:`tflite_export.convert`) -> :class:`Converted`;
+  2. :func:`match_layers`: each quantized kernel paired with its int8 filter
+     -> the manifest's layer rows;
+  3. :func:`tflite_export.pack.pack`: filters of b < 8 bits LUT-packed with
+     b-bit indices (TFLM compression);
+  4. :func:`tflite_export.slim.slim`: what the packed flatbuffer carries besides
+     weights removed, each pass checked bit-exact on TFLM -> ``Slimmed``;
+  5. :func:`tflite_export.verify.verify`: five checks, each its own function;
+  6. :func:`measure`: per-layer packed bytes and the totals;
+  7. :func:`write_files`: .tflite files, C arrays, manifest.
+
+Each file is parsed once (:class:`tflite_export.flatbuffer.ParsedModel`).
 """
 
-import contextlib
 import dataclasses
-import io
 import json
 import os
-import warnings
 
 import numpy as np
 
-from tflite_export import c_arrays, convert, flatbuffer, runtime, twin
-from tflite_export.twin import ExportError
+from tflite_export import c_arrays, convert, flatbuffer, pack, runtime, slim, twin
+from tflite_export.errors import ExportError
+from tflite_export.verify import DEFAULT_MAX_OUTPUT_STEPS, MAX_VERIFY_SAMPLES, verify
 
 #: Manifest format version.
 MANIFEST_VERSION = 1
 #: Bytes per output channel the size limit allows on top of Eq. (6):
 #: one float32 scale and one int32 bias.
 LIMIT_BYTES_PER_CHANNEL = 8
-#: Verification runs the interpreters on at most this many representative inputs.
-MAX_VERIFY_SAMPLES = 64
-#: Each slimming step is checked bit-exact on this many of them (the final
-#: verification then compares the slimmed file with the int8 file on all).
+#: Each slimming step is checked bit-exact on this many of the verification
+#: inputs (the final verification then compares the slimmed file with the int8
+#: file on all).
 SLIMMING_CHECK_SAMPLES = 8
-#: Tolerance, in output quantization steps, between the Keras QAT model and the int8
-#: file when the int8 file uses QAT's 8-bit activation ranges. Integer
-#: requantization rounds differently from float fake-quant and the differences
-#: add up over depth (measured: 2 on 2-epoch test models, 6 on a 30-epoch one).
-DEFAULT_MAX_OUTPUT_STEPS = 8
 
 _KERAS_TO_OP = {"Conv2D": "CONV_2D", "DepthwiseConv2D": "DEPTHWISE_CONV_2D", "Dense": "FULLY_CONNECTED"}
 
@@ -142,175 +143,9 @@ def _layer_table(pairs):
     return rows
 
 
-def _pack(int8_bytes, layers):
-    """LUT-packs every layer of b < 8 bits with b-bit indices on its channel axis."""
-    from tflite_micro import compression  # pylint: disable=import-outside-toplevel
-    from tflite_micro.tensorflow.lite.micro.compression import spec  # pylint: disable=import-outside-toplevel
-
-    builder = compression.SpecBuilder()
-    packed_any = False
-    for layer in layers:
-        if layer["bits"] >= 8:
-            continue
-        builder.add_tensor(0, layer["tensor"]).with_lut(
-            layer["bits"], spec.PerChannel(flatbuffer.FILTER_OPS[layer["op"]]))
-        packed_any = True
-    if not packed_any:
-        return bytes(int8_bytes)
-    # The compressor prints a note when fewer bits would do and warns when a tiny
-    # tensor grows; both are reported in the manifest instead.
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        return bytes(compression.compress(bytes(int8_bytes), builder.build()))
-
-
-def _slim(packed_bytes, inputs, arena):
-    """Applies :data:`flatbuffer.SLIMMING_STEPS`, each checked bit-exact on TFLM.
-
-    A step whose result TFLM refuses or computes differently is not applied; the
-    returned record says so.
-    """
-    reference = runtime.micro_outputs(packed_bytes, inputs, arena)
-    steps = []
-    current = packed_bytes
-    for label, step in flatbuffer.SLIMMING_STEPS:
-        candidate = step(current)
-        try:
-            exact = np.array_equal(runtime.micro_outputs(candidate, inputs, arena), reference)
-        except runtime.MicroError:
-            exact = False
-        steps.append({"step": label, "bytes_before": len(current),
-                      "bytes_after": len(candidate) if exact else len(current),
-                      "saved_bytes": len(current) - len(candidate) if exact else 0,
-                      "tflm_bit_exact": exact, "applied": exact})
-        if exact:
-            current = candidate
-    return current, steps
-
-
-def _steps_error(keras_out, int8_out, details):
-    """Worst |difference| in output steps between Keras outputs and int8 outputs."""
-    scale, zero_point = details["quantization"]
-    expected = keras_out.reshape(len(keras_out), -1) / scale + zero_point
-    return np.abs(int8_out.astype(np.float64) - expected)
-
-
-def verify(int8_model, packed_model, representative_data, *, layers, model=None,
-           max_output_steps=DEFAULT_MAX_OUTPUT_STEPS, arena_size=None):
-    """Checks an int8 / packed pair; raises :class:`ExportError` naming what is wrong.
-
-    Checks, in order:
-      1. per-channel distinct-value counts of each layer's int8 filter are within
-         2 (1 bit), 3 (2 bits), 2^b - 1 (b bits);
-      2. every packed tensor stores ceil(n*b/8) index bytes, and its indices decoded
-         through its tables equal the int8 filter exactly;
-      3. TFLM output of the packed file == TFLM output of the int8 file, bit for bit;
-      4. LiteRT (reference kernels) output of the int8 file == its TFLM output;
-      5. with ``model`` (the Keras QAT model): the int8 file's outputs are within
-         ``max_output_steps`` output quantization steps of the Keras outputs
-         (None: measure only).
-
-    Args:
-      int8_model, packed_model: .tflite bytes or paths.
-      representative_data: inputs as :func:`export` takes them.
-      layers: the manifest's ``layers`` (name, bits, op, tensor index per layer).
-      model: the Keras QAT model, for check 5.
-      max_output_steps: tolerance of check 5.
-      arena_size: TFLM arena bytes; None measures it.
-
-    Returns:
-      A dict of what was measured (worst output steps, top-1 agreement, counts).
-    """
-    int8_bytes, packed_bytes = (_read_bytes(m) for m in (int8_model, packed_model))
-    # 1. b-bit grid in the int8 file.
-    filters = {f.tensor: f for f in flatbuffer.filter_tensors(int8_bytes)}
-    for layer in layers:
-        tensor = filters.get(layer["tensor"])
-        if tensor is None:
-            raise ExportError(f"layer {layer['name']!r}: tensor {layer['tensor']} is not an "
-                              "int8 filter of the int8 model")
-        counts = tensor.distinct_counts()
-        limit = twin.max_levels(layer["bits"])
-        worst = int(np.argmax(counts))
-        if counts[worst] > limit:
-            raise ExportError(
-                f"layer {layer['name']!r} ({layer['bits']}-bit): int8 filter {worst} holds "
-                f"{counts[worst]} distinct values, more than the {limit} a {layer['bits']}-bit "
-                "filter may hold"
-            )
-    # 2. packed tensors: sizes and exact decoding.
-    by_op = {}
-    for tensor in filters.values():
-        by_op.setdefault(tensor.op, []).append(tensor)
-    packed = flatbuffer.packed_tensors(packed_bytes)
-    expected_packed = [l for l in layers if l["bits"] < 8]
-    if len(packed) != len(expected_packed):
-        raise ExportError(f"the packed model holds {len(packed)} packed filters; the layers "
-                          f"need {len(expected_packed)} (every layer below 8 bits)")
-    unused = {l["name"]: l for l in expected_packed}
-    for item in packed:
-        match = None
-        for layer in unused.values():
-            reference = filters[layer["tensor"]].values
-            if reference.shape == item.shape and np.array_equal(reference, item.decoded):
-                match = layer
-                break
-        if match is None:
-            raise ExportError(
-                f"packed tensor read by operator {item.consumer} ({item.op}, shape "
-                f"{item.shape}) does not decode to any int8 filter of the int8 model"
-            )
-        needed = -(-int(np.prod(item.shape)) * match["bits"] // 8)
-        if item.bits != match["bits"] or item.index_bytes != needed:
-            raise ExportError(
-                f"layer {match['name']!r}: packed with {item.bits}-bit indices in "
-                f"{item.index_bytes} bytes; expected {match['bits']}-bit indices in "
-                f"ceil(n*b/8) = {needed} bytes"
-            )
-        del unused[match["name"]]
-    # 3-4. interpreters.
-    input_details, output_details = runtime.io_details(int8_bytes)
-    samples = convert.samples_array(representative_data, model, max_samples=MAX_VERIFY_SAMPLES,
-                                    input_shape=None if model is not None
-                                    else input_details["shape"][1:])
-    inputs = convert.quantize_inputs(samples, input_details)
-    arena = arena_size or runtime.micro_arena_size(packed_bytes, inputs)
-    tflm_int8 = runtime.micro_outputs(int8_bytes, inputs, arena)
-    tflm_packed = runtime.micro_outputs(packed_bytes, inputs, arena)
-    if not np.array_equal(tflm_int8, tflm_packed):
-        diff = np.abs(tflm_int8.astype(int) - tflm_packed.astype(int))
-        raise ExportError(f"TFLM output of the packed file differs from the int8 file's by up to "
-                          f"{diff.max()} steps on {int(np.sum(diff.max(axis=1) > 0))} of "
-                          f"{len(inputs)} inputs; they must be bit-identical")
-    litert = runtime.litert_outputs(int8_bytes, inputs)
-    if not np.array_equal(litert, tflm_int8):
-        raise ExportError("LiteRT (reference kernels) and TFLM disagree on the int8 file by up to "
-                          f"{np.abs(litert.astype(int) - tflm_int8.astype(int)).max()} steps")
-    report = {"inputs": len(inputs), "packed_tensors": len(packed),
-              "tflm_packed_equals_int8": True, "litert_equals_tflm": True}
-    # 5. against Keras.
-    if model is not None:
-        keras_out = np.asarray(model(samples, training=False))
-        steps = _steps_error(keras_out, tflm_int8, output_details)
-        top1 = float(np.mean(np.argmax(keras_out.reshape(len(samples), -1), axis=1)
-                             == np.argmax(tflm_int8, axis=1)))
-        report.update({"keras_max_output_steps": float(steps.max()),
-                       "keras_mean_output_steps": float(steps.mean()),
-                       "keras_top1_agreement": top1,
-                       "max_output_steps_allowed": max_output_steps})
-        if max_output_steps is not None and steps.max() > max_output_steps:
-            raise ExportError(
-                f"the int8 file differs from the Keras QAT model by up to {steps.max():.1f} "
-                f"output steps (allowed {max_output_steps}); top-1 agreement {100 * top1:.1f}%. "
-                "Calibrate on more representative inputs, or pass max_output_steps=None to "
-                "only report it"
-            )
-    return report
-
-
-def _layers_of_ops(int8_bytes, ops):
+def _layers_of_ops(int8, ops):
     """Keras layer names whose converted ops are ``ops`` (from the converter's tensor names)."""
-    model = flatbuffer.read(int8_bytes)
+    model = flatbuffer.parse(int8).model
     graph = model.subgraphs[0]
     layers = []
     for op in graph.operators:
@@ -324,26 +159,19 @@ def _layers_of_ops(int8_bytes, ops):
     return layers
 
 
-def _check_micro_ops(int8_bytes, inputs):
+def _check_micro_ops(int8, inputs):
     """Raises :class:`ExportError` naming the layers whose ops TFLM cannot run."""
     try:
-        runtime.micro_outputs(int8_bytes, inputs[:1], max(1 << 22, 8 * len(int8_bytes)))
+        runtime.micro_outputs(int8.data, inputs[:1], max(1 << 22, 8 * len(int8.data)))
     except runtime.MicroError as error:
         if error.missing_ops:
-            layers = _layers_of_ops(int8_bytes, error.missing_ops)
+            layers = _layers_of_ops(int8, error.missing_ops)
             raise ExportError(
                 f"TFLite Micro has no kernel for op(s) {list(error.missing_ops)}, produced by "
                 f"layer(s) {layers}; replace them with layers TFLM supports (e.g. ReLU/ReLU6 "
                 "for GELU) and retrain") from error
         if not error.arena_too_small:
             raise ExportError(f"TFLite Micro cannot run the int8 model: {error}") from error
-
-
-def _read_bytes(model):
-    if isinstance(model, (bytes, bytearray)):
-        return bytes(model)
-    with open(os.fspath(model), "rb") as f:
-        return f.read()
 
 
 def _accuracy(predictions, labels):
@@ -376,6 +204,129 @@ def _activation_bits(model):
             if getattr(quantizer, "num_bits", None):
                 bits.add(int(quantizer.num_bits))
     return sorted(bits)
+
+
+@dataclasses.dataclass(frozen=True)
+class Converted:
+    """Stage 1's result: the int8 file and what it was made from.
+
+    Attributes:
+      int8: the int8 model, parsed (:class:`tflite_export.flatbuffer.ParsedModel`).
+      kernels: the twin's :class:`tflite_export.twin.QuantizedKernel` per quantized layer.
+      activation_ranges: ``"qat"`` or ``"calibration"``: the ranges actually used.
+      ranges_note: why QAT ranges were replaced by calibration, or None.
+    """
+
+    int8: flatbuffer.ParsedModel
+    kernels: list
+    activation_ranges: str
+    ranges_note: str = None
+
+
+def convert_model(model, samples, activation_ranges="qat"):
+    """Stage 1: float twin with Q(W), b-bit grid check, int8 conversion.
+
+    When the converter refuses the QAT ranges (an op's quantization constraints
+    conflict with them), every range is calibrated instead and the result says so.
+    """
+    qat_twin, kernels = twin.float_twin(model, activation_ranges_from=activation_ranges)
+    twin.check_grid(kernels)
+    ranges_note = None
+    try:
+        int8_bytes = convert.to_int8(qat_twin, samples)
+    except ExportError as error:
+        if activation_ranges != "qat":
+            raise
+        ranges_note = f"QAT ranges refused by the converter ({error}); all ranges calibrated"
+        activation_ranges = "calibration"
+        qat_twin, kernels = twin.float_twin(model, activation_ranges_from="calibration")
+        int8_bytes = convert.to_int8(qat_twin, samples)
+    return Converted(flatbuffer.ParsedModel(int8_bytes), kernels, activation_ranges, ranges_note)
+
+
+def match_layers(converted):
+    """Stage 2: the manifest's layer rows, each kernel paired with its int8 filter tensor."""
+    return _layer_table(match_filters(converted.kernels, flatbuffer.filter_tensors(converted.int8)))
+
+
+def measure(layers, int8, packed, *, raw_packed_bytes, int8_arena, packed_arena):
+    """Stage 6: per-layer packed bytes (added to ``layers``) and the manifest's totals.
+
+    Args:
+      layers: the layer rows (updated in place with ``packed_*_bytes``).
+      int8, packed: the parsed int8 and final packed models.
+      raw_packed_bytes: size of the packed file before slimming.
+      int8_arena, packed_arena: measured TFLM arena bytes.
+
+    Returns:
+      the ``totals`` dict.
+    """
+    packed_items = {}
+    filters = {f.tensor: f for f in flatbuffer.filter_tensors(int8)}
+    for item in flatbuffer.packed_tensors(packed):
+        for layer in layers:
+            if layer["bits"] < 8 and layer["name"] not in packed_items and \
+                    np.array_equal(filters[layer["tensor"]].values, item.decoded):
+                packed_items[layer["name"]] = item
+                break
+    for layer in layers:
+        item = packed_items.get(layer["name"])
+        layer["packed_index_bytes"] = item.index_bytes if item else layer["int8_bytes"]
+        layer["packed_table_bytes"] = item.table_bytes if item else 0
+        layer["packed_bytes"] = layer["packed_index_bytes"] + layer["packed_table_bytes"]
+
+    eq6_bits = sum(l["eq6_bits"] for l in layers)
+    channels = sum(l["filters"] for l in layers)
+    roles = flatbuffer.constant_bytes(packed)
+    weight_bytes = roles["packed_indices"] + roles["filters"]
+    quant_bytes = flatbuffer.quantization_bytes(packed)
+    limit = eq6_bits / 8 + LIMIT_BYTES_PER_CHANNEL * channels
+    return {
+        "eq6_bits": eq6_bits,
+        "eq6_bytes": eq6_bits / 8,
+        "output_channels": channels,
+        "int8_file_bytes": len(int8),
+        "packed_file_bytes": len(packed),
+        "packed_file_bytes_before_slimming": raw_packed_bytes,
+        "packed_weight_bytes": weight_bytes,
+        "other_bytes": len(packed) - weight_bytes,
+        "other_bytes_itemized": {
+            "lut_tables_and_headers": roles["tables"],
+            "biases_int32": roles["biases"],
+            "other_constants": roles["other"],
+            "quantization_scales_and_zero_points": quant_bytes,
+            "graph_and_flatbuffer_overhead": len(packed) - weight_bytes - roles["tables"]
+            - roles["biases"] - roles["other"] - quant_bytes,
+        },
+        "limit_bytes": limit,
+        "ratio_to_limit": len(packed) / limit,
+        "int8_weight_bytes": sum(l["int8_bytes"] for l in layers),
+        "tflm_arena_bytes_int8": int8_arena,
+        "tflm_arena_bytes_packed": packed_arena,
+    }
+
+
+def _io_entry(details):
+    return {"shape": [int(d) for d in details["shape"]],
+            "dtype": np.dtype(details["dtype"]).name,
+            "scale": float(details["quantization"][0]),
+            "zero_point": int(details["quantization"][1])}
+
+
+def write_files(out_dir, name, int8, packed, manifest):
+    """Stage 7: writes the two .tflite files, the C arrays and the manifest; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    files = {"int8": os.path.join(out_dir, f"{name}_int8.tflite"),
+             "packed": os.path.join(out_dir, f"{name}_packed.tflite"),
+             "manifest": os.path.join(out_dir, f"{name}_manifest.json")}
+    for key, parsed in (("int8", int8), ("packed", packed)):
+        with open(files[key], "wb") as f:
+            f.write(parsed.data)
+    files["cc"], files["h"] = c_arrays.write_c_arrays(
+        packed.data, out_dir, name, manifest["ops"], manifest["totals"]["tflm_arena_bytes_packed"])
+    with open(files["manifest"], "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+    return files
 
 
 def export(model, representative_data, out_dir, *, name="model", validation_data=None,
@@ -419,136 +370,56 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
     samples = convert.samples_array(representative_data, model)
     if validation_data is not None:
         convert.labelled_arrays(validation_data, model, max_samples=1)  # fail early
-    qat_twin, kernels = twin.float_twin(model, activation_ranges_from=activation_ranges)
-    twin.check_grid(kernels)
-    ranges_note = None
-    try:
-        int8_bytes = convert.to_int8(qat_twin, samples)
-    except ExportError as error:
-        if activation_ranges != "qat":
-            raise
-        # Some op's quantization constraints conflict with the QAT ranges: calibrate all.
-        ranges_note = f"QAT ranges refused by the converter ({error}); all ranges calibrated"
-        activation_ranges = "calibration"
-        qat_twin, kernels = twin.float_twin(model, activation_ranges_from="calibration")
-        int8_bytes = convert.to_int8(qat_twin, samples)
+    converted = convert_model(model, samples, activation_ranges)
+    int8 = converted.int8
     activation_bits = _activation_bits(model)
     if max_output_steps == "auto":
-        exact = activation_ranges == "qat" and all(b >= 8 for b in activation_bits)
+        exact = converted.activation_ranges == "qat" and all(b >= 8 for b in activation_bits)
         max_output_steps = DEFAULT_MAX_OUTPUT_STEPS if exact else None
-    input_details, output_details = runtime.io_details(int8_bytes)
+    input_details, output_details = runtime.io_details(int8.data)
     check_inputs = convert.quantize_inputs(samples[:MAX_VERIFY_SAMPLES], input_details)
-    _check_micro_ops(int8_bytes, check_inputs)
+    _check_micro_ops(int8, check_inputs)
 
-    pairs = match_filters(kernels, flatbuffer.filter_tensors(int8_bytes))
-    layers = _layer_table(pairs)
-    raw_packed = _pack(int8_bytes, layers)
+    layers = match_layers(converted)
+    raw_packed = pack.pack(int8, layers)
     raw_arena = runtime.micro_arena_size(raw_packed, check_inputs[:1])
-    packed_bytes, slimming = _slim(raw_packed, check_inputs[:SLIMMING_CHECK_SAMPLES], raw_arena)
+    slimmed = slim.slim(raw_packed, check_inputs[:SLIMMING_CHECK_SAMPLES], raw_arena)
+    packed = flatbuffer.ParsedModel(slimmed.data)
 
-    int8_arena = runtime.micro_arena_size(int8_bytes, check_inputs[:1])
-    packed_arena = runtime.micro_arena_size(packed_bytes, check_inputs[:1])
-    report = verify(int8_bytes, packed_bytes, samples, layers=layers, model=model,
+    int8_arena = runtime.micro_arena_size(int8.data, check_inputs[:1])
+    packed_arena = runtime.micro_arena_size(packed.data, check_inputs[:1])
+    report = verify(int8, packed, samples, layers=layers, model=model,
                     max_output_steps=max_output_steps, arena_size=max(int8_arena, packed_arena))
-
-    # Per-layer packed bytes.
-    packed_items = {}
-    filters = {f.tensor: f for f in flatbuffer.filter_tensors(int8_bytes)}
-    for item in flatbuffer.packed_tensors(packed_bytes):
-        for layer in layers:
-            if layer["bits"] < 8 and layer["name"] not in packed_items and \
-                    np.array_equal(filters[layer["tensor"]].values, item.decoded):
-                packed_items[layer["name"]] = item
-                break
-    for layer in layers:
-        item = packed_items.get(layer["name"])
-        layer["packed_index_bytes"] = item.index_bytes if item else layer["int8_bytes"]
-        layer["packed_table_bytes"] = item.table_bytes if item else 0
-        layer["packed_bytes"] = layer["packed_index_bytes"] + layer["packed_table_bytes"]
-
-    eq6_bits = sum(l["eq6_bits"] for l in layers)
-    channels = sum(l["filters"] for l in layers)
-    roles = flatbuffer.constant_bytes(packed_bytes)
-    weight_bytes = roles["packed_indices"] + roles["filters"]
-    quant_bytes = flatbuffer.quantization_bytes(packed_bytes)
-    limit = eq6_bits / 8 + LIMIT_BYTES_PER_CHANNEL * channels
-    ops = flatbuffer.op_names(packed_bytes)
-    totals = {
-        "eq6_bits": eq6_bits,
-        "eq6_bytes": eq6_bits / 8,
-        "output_channels": channels,
-        "int8_file_bytes": len(int8_bytes),
-        "packed_file_bytes": len(packed_bytes),
-        "packed_file_bytes_before_slimming": len(raw_packed),
-        "packed_weight_bytes": weight_bytes,
-        "other_bytes": len(packed_bytes) - weight_bytes,
-        "other_bytes_itemized": {
-            "lut_tables_and_headers": roles["tables"],
-            "biases_int32": roles["biases"],
-            "other_constants": roles["other"],
-            "quantization_scales_and_zero_points": quant_bytes,
-            "graph_and_flatbuffer_overhead": len(packed_bytes) - weight_bytes - roles["tables"]
-            - roles["biases"] - roles["other"] - quant_bytes,
-        },
-        "limit_bytes": limit,
-        "ratio_to_limit": len(packed_bytes) / limit,
-        "int8_weight_bytes": sum(l["int8_bytes"] for l in layers),
-        "tflm_arena_bytes_int8": int8_arena,
-        "tflm_arena_bytes_packed": packed_arena,
-    }
+    totals = measure(layers, int8, packed, raw_packed_bytes=len(raw_packed),
+                     int8_arena=int8_arena, packed_arena=packed_arena)
     if time_invoke:
         int8_s, packed_s = runtime.interleaved_invoke_seconds(
-            [int8_bytes, packed_bytes], check_inputs, [int8_arena, packed_arena])
+            [int8.data, packed.data], check_inputs, [int8_arena, packed_arena])
         totals.update({"tflm_invoke_seconds_int8": int8_s, "tflm_invoke_seconds_packed": packed_s,
                        "invoke_ratio": packed_s / int8_s})
+    ops = flatbuffer.op_names(packed)
     manifest = {
         "version": MANIFEST_VERSION,
         "name": name,
         "model": model.name,
-        "input": {"shape": [int(d) for d in input_details["shape"]],
-                  "dtype": np.dtype(input_details["dtype"]).name,
-                  "scale": float(input_details["quantization"][0]),
-                  "zero_point": int(input_details["quantization"][1])},
-        "output": {"shape": [int(d) for d in output_details["shape"]],
-                   "dtype": np.dtype(output_details["dtype"]).name,
-                   "scale": float(output_details["quantization"][0]),
-                   "zero_point": int(output_details["quantization"][1])},
+        "input": _io_entry(input_details),
+        "output": _io_entry(output_details),
         "activation_bits_qat": activation_bits,
         "activation_bits_exported": 8,
-        "activation_ranges": activation_ranges,
-        "activation_ranges_note": ranges_note,
+        "activation_ranges": converted.activation_ranges,
+        "activation_ranges_note": converted.ranges_note,
         "ops": ops,
         "tflm_resolver_methods": [c_arrays.resolver_method(op) for op in ops],
         "layers": layers,
         "totals": totals,
-        "slimming": slimming,
+        "slimming": slimmed.steps,
         "verification": report,
     }
     if activation_bits and min(activation_bits) < 8:
         manifest["note"] = (f"activations were quantized to {min(activation_bits)} bits in "
                             "training; TFLite has no int4 activations, so they are int8 here")
     if validation_data is not None:
-        manifest["accuracy"] = _accuracies(model, int8_bytes, packed_bytes, validation_data,
+        manifest["accuracy"] = _accuracies(model, int8.data, packed.data, validation_data,
                                            max(int8_arena, packed_arena))
-
-    os.makedirs(out_dir, exist_ok=True)
-    files = {"int8": os.path.join(out_dir, f"{name}_int8.tflite"),
-             "packed": os.path.join(out_dir, f"{name}_packed.tflite"),
-             "manifest": os.path.join(out_dir, f"{name}_manifest.json")}
-    for key, data in (("int8", int8_bytes), ("packed", packed_bytes)):
-        with open(files[key], "wb") as f:
-            f.write(data)
-    files["cc"], files["h"] = c_arrays.write_c_arrays(packed_bytes, out_dir, name, ops, packed_arena)
-    with open(files["manifest"], "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-    return ExportResult(files=files, manifest=manifest)
-
-
-def verify_dir(out_dir, representative_data, *, name="model", model=None,
-               max_output_steps=DEFAULT_MAX_OUTPUT_STEPS):
-    """:func:`verify` on the files :func:`export` wrote into ``out_dir``."""
-    with open(os.path.join(out_dir, f"{name}_manifest.json"), encoding="utf-8") as f:
-        manifest = json.load(f)
-    return verify(os.path.join(out_dir, f"{name}_int8.tflite"),
-                  os.path.join(out_dir, f"{name}_packed.tflite"), representative_data,
-                  layers=manifest["layers"], model=model, max_output_steps=max_output_steps)
+    return ExportResult(files=write_files(out_dir, name, int8, packed, manifest),
+                        manifest=manifest)

@@ -1,32 +1,91 @@
-"""Reading, inspecting and slimming .tflite flatbuffers (TFLite schema object API).
+"""Reading, inspecting and writing .tflite flatbuffers (TFLite schema object API).
 
-Uses the schema module that ``tflite-micro`` ships. Slimming steps each return
-new model bytes, so :mod:`tflite_export.export` can check every step bit-exact on
-the TFLite Micro interpreter and report what it saved.
+Uses the schema module that ``tflite-micro`` ships, and TensorFlow's
+``tensorflow.lite.tools.flatbuffer_utils`` for op-code names. Every inspection
+function takes model bytes or a :class:`ParsedModel`; a ``ParsedModel`` parses
+its bytes once and keeps what was read from them, so the exporter reads each
+file once however many questions it asks. The slimming passes are in
+:mod:`tflite_export.slim`.
 """
 
 import dataclasses
+import functools
 import os
 import tempfile
 
 import flatbuffers
 import numpy as np
+from tensorflow.lite.tools import flatbuffer_utils
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 from tflite_micro.tensorflow.lite.micro.tools import tflite_flatbuffer_align_wrapper
 
-#: Builtin operator code -> name, e.g. 3 -> "CONV_2D".
-OP_NAMES = {
-    value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")
-}
 #: Ops whose input 1 is a filter tensor quantized per channel, and that channel's axis.
 FILTER_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
 DECODE_OP = "TFLM_DECODE"
 _FILE_IDENTIFIER = b"TFL3"
 
+# The LUT ancillary tensor a DECODE op reads (tflite-micro compression/lut.py,
+# decode_state_lut.cc): a 16-byte DECODE Common Metadata header, then the tables.
+#: Bytes of the header before the value tables.
+DECODE_HEADER_BYTES = 16
+#: Header byte holding ``axis << 4 | bitwidth``.
+DECODE_PARAMS_BYTE = 5
+#: Header byte holding the value-table stride (values per channel).
+DECODE_STRIDE_BYTE = 6
+#: Mask of the index bit width in the params byte (1..7).
+DECODE_BITWIDTH_MASK = 0x07
+#: Shift of the channel axis in the params byte.
+DECODE_AXIS_SHIFT = 4
+#: Axis value meaning one value table for the whole tensor.
+DECODE_PER_TENSOR_AXIS = 0xF
+
 
 def read(model_bytes):
-    """The ``ModelT`` object tree of a .tflite flatbuffer."""
+    """The ``ModelT`` object tree of a .tflite flatbuffer (a fresh copy: safe to edit)."""
+    if isinstance(model_bytes, ParsedModel):
+        model_bytes = model_bytes.data
     return schema.ModelT.InitFromPackedBuf(bytes(model_bytes), 0)
+
+
+class ParsedModel:
+    """A .tflite file parsed once: its bytes, its object tree and what was read from it.
+
+    The inspection functions of this module accept it in place of bytes and
+    cache their answers on it. Treat ``model`` as read-only; :func:`read` gives
+    a copy to edit.
+    """
+
+    def __init__(self, data):
+        self.data = bytes(data.data if isinstance(data, ParsedModel) else data)
+        self.model = schema.ModelT.InitFromPackedBuf(self.data, 0)
+
+    def __len__(self):
+        return len(self.data)
+
+    @functools.cached_property
+    def filters(self):
+        return _filter_tensors(self.model)
+
+    @functools.cached_property
+    def packed(self):
+        return _packed_tensors(self.model)
+
+    @functools.cached_property
+    def ops(self):
+        return sorted({op_name(self.model, op) for sg in self.model.subgraphs for op in sg.operators})
+
+    @functools.cached_property
+    def constants(self):
+        return _constant_bytes(self.model)
+
+    @functools.cached_property
+    def quantization(self):
+        return _quantization_bytes(self.model)
+
+
+def parse(model):
+    """``model`` (bytes or a :class:`ParsedModel`) as a :class:`ParsedModel`."""
+    return model if isinstance(model, ParsedModel) else ParsedModel(model)
 
 
 class _SharingBuilder(flatbuffers.Builder):
@@ -111,18 +170,17 @@ def align(model_bytes):
 
 
 def op_name(model, op):
-    """``"CONV_2D"``, ..., or the custom code (e.g. ``"TFLM_DECODE"``)."""
+    """``"CONV_2D"``, ..., or the custom code (e.g. ``"TFLM_DECODE"``) of ``op`` in ``ModelT`` ``model``."""
     code = model.operatorCodes[op.opcodeIndex]
-    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
     if code.customCode:
         return code.customCode.decode()
-    return OP_NAMES.get(builtin, str(builtin))
+    name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+    return name if name is not None else str(max(code.builtinCode, code.deprecatedBuiltinCode))
 
 
-def op_names(model_bytes):
+def op_names(model):
     """Sorted distinct operator names of a model (what a TFLM op resolver must register)."""
-    model = read(model_bytes)
-    return sorted({op_name(model, op) for sg in model.subgraphs for op in sg.operators})
+    return parse(model).ops
 
 
 def _array(model, tensor, dtype):
@@ -170,9 +228,12 @@ class FilterTensor:
         return [int(np.unique(row).size) for row in self.rows()]
 
 
-def filter_tensors(model_bytes):
+def filter_tensors(model):
     """The int8 filters of an (unpacked) int8 model, in operator order."""
-    model = read(model_bytes)
+    return list(parse(model).filters)
+
+
+def _filter_tensors(model):
     graph = model.subgraphs[0]
     found = []
     for index, op in enumerate(graph.operators):
@@ -226,15 +287,19 @@ def unpack_indices(data, count, bits):
     return bitstream.reshape(count, bits) @ weights
 
 
-def packed_tensors(model_bytes):
+def packed_tensors(model):
     """Every LUT-compressed filter of a packed model, decoded with its tables.
 
     Reads the DECODE operators TFLM's compression inserted: inputs (encoded,
     ancillary) pairs, outputs the decoded tensors that filter ops consume. The
-    ancillary tensor holds a 16-byte header (byte 5: axis << 4 | bitwidth; byte
-    6: table stride) followed by the per-channel value tables.
+    ancillary tensor holds a :data:`DECODE_HEADER_BYTES` header (byte
+    :data:`DECODE_PARAMS_BYTE`: axis << 4 | bitwidth; byte
+    :data:`DECODE_STRIDE_BYTE`: table stride) followed by the per-channel value tables.
     """
-    model = read(model_bytes)
+    return list(parse(model).packed)
+
+
+def _packed_tensors(model):
     graph = model.subgraphs[0]
     consumers = {}
     for index, op in enumerate(graph.operators):
@@ -251,12 +316,14 @@ def packed_tensors(model_bytes):
                                          np.uint8))
             output = graph.tensors[output_index]
             shape = tuple(int(d) for d in output.shape)
-            bits, axis, stride = ancillary[5] & 0x7, ancillary[5] >> 4, ancillary[6]
-            tables = np.frombuffer(ancillary[16:], np.int8)
+            params = ancillary[DECODE_PARAMS_BYTE]
+            bits, axis = params & DECODE_BITWIDTH_MASK, params >> DECODE_AXIS_SHIFT
+            stride = ancillary[DECODE_STRIDE_BYTE]
+            tables = np.frombuffer(ancillary[DECODE_HEADER_BYTES:], np.int8)
             data = bytes(np.asarray(model.buffers[encoded.buffer].data, np.uint8))
             count = int(np.prod(shape))
             indices = unpack_indices(data, count, bits).reshape(shape)
-            if axis == 0xF:
+            if axis == DECODE_PER_TENSOR_AXIS:
                 decoded = tables[indices]
             else:
                 channel = np.indices(shape)[axis]
@@ -268,9 +335,12 @@ def packed_tensors(model_bytes):
     return found
 
 
-def constant_bytes(model_bytes):
+def constant_bytes(model):
     """Bytes of constant data per role: ``{"filters", "packed_indices", "tables", "biases", "other"}``."""
-    model = read(model_bytes)
+    return dict(parse(model).constants)
+
+
+def _constant_bytes(model):
     graph = model.subgraphs[0]
     roles = {}
     for op in graph.operators:
@@ -294,248 +364,16 @@ def constant_bytes(model_bytes):
     return totals
 
 
-# --------------------------------------------------------------------------- slimming
-# Each step takes and returns model bytes. None of them touches a value any TFLM
-# kernel reads; export() checks that by running TFLM before and after each one.
-
-
-def strip_names(model_bytes):
-    """Empties tensor and subgraph names, the description and the signature defs."""
-    model = read(model_bytes)
-    for graph in model.subgraphs:
-        graph.name = None
-        for tensor in graph.tensors:
-            tensor.name = None
-    model.description = None
-    model.signatureDefs = []
-    return write(model)
-
-
-def strip_metadata(model_bytes):
-    """Drops the converter's metadata entries and their buffers (TFLM reads none)."""
-    model = read(model_bytes)
-    dropped = {m.buffer for m in (model.metadata or [])}
-    model.metadata = []
-    model.metadataBuffer = []
-    _drop_buffers(model, dropped)
-    return write(model)
-
-
-def _drop_buffers(model, dropped):
-    used = {t.buffer for g in model.subgraphs for t in g.tensors}
-    used |= {m.buffer for m in (model.metadata or [])}
-    dropped = {b for b in dropped if b not in used and b != 0}
-    if not dropped:
-        return
-    remap, kept = {}, []
-    for index, buffer in enumerate(model.buffers):
-        if index in dropped:
-            continue
-        remap[index] = len(kept)
-        kept.append(buffer)
-    model.buffers = kept
-    for graph in model.subgraphs:
-        for tensor in graph.tensors:
-            tensor.buffer = remap[tensor.buffer]
-
-
-def collapse_zero_points(model_bytes):
-    """Writes per-channel zero-point arrays that are all 0 as a single 0."""
-    model = read(model_bytes)
-    for graph in model.subgraphs:
-        for tensor in graph.tensors:
-            q = tensor.quantization
-            if q is not None and q.zeroPoint is not None and len(q.zeroPoint) > 1 \
-                    and not np.any(np.asarray(q.zeroPoint)):
-                q.zeroPoint = [0]
-    return write(model)
-
-
-def drop_unread_quantization(model_bytes):
-    """Removes quantization parameters that no TFLM kernel reads.
-
-    These are the int32 bias tensors of filter ops (the kernels derive the bias
-    scale from the input and filter scales) and the packed index tensors
-    (DECODE copies values from the tables; the decoded tensor keeps the scales).
-    """
-    model = read(model_bytes)
-    for graph in model.subgraphs:
-        unread = set()
-        for op in graph.operators:
-            name = op_name(model, op)
-            if name in FILTER_OPS and len(op.inputs) > 2 and op.inputs[2] >= 0:
-                if graph.tensors[op.inputs[2]].type == schema.TensorType.INT32:
-                    unread.add(int(op.inputs[2]))
-            elif name == DECODE_OP:
-                unread.update(int(t) for t in op.inputs)
-        for index in unread:
-            graph.tensors[index].quantization = None
-    return write(model)
-
-
-def drop_shape_signatures(model_bytes):
-    """Drops ``shape_signature`` (dynamic-shape hints; TFLM uses the static ``shape``)."""
-    model = read(model_bytes)
-    for graph in model.subgraphs:
-        for tensor in graph.tensors:
-            tensor.shapeSignature = None
-            if tensor.quantization is not None:
-                # Float min/max are calibration records; kernels read scale and zero point.
-                tensor.quantization.min = None
-                tensor.quantization.max = None
-    return write(model)
-
-
-def share_empty_buffers(model_bytes):
-    """Points every tensor without constant data at the empty buffer 0; drops the rest."""
-    model = read(model_bytes)
-    empty = set()
-    for index, buffer in enumerate(model.buffers):
-        if index and (buffer.data is None or len(buffer.data) == 0) and not buffer.offset:
-            empty.add(index)
-    for graph in model.subgraphs:
-        for tensor in graph.tensors:
-            if tensor.buffer in empty:
-                tensor.buffer = 0
-    _drop_buffers(model, empty)
-    return write(model)
-
-
-def _opcode_index(model, builtin):
-    for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin and not code.customCode:
-            return index
-    code = schema.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, 127)
-    code.version = 1
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
-
-
-def _drop_unused_tensors(model):
-    """Removes tensors no operator or subgraph input/output refers to; reindexes."""
-    for graph in model.subgraphs:
-        used = set(int(t) for t in graph.inputs) | set(int(t) for t in graph.outputs)
-        for op in graph.operators:
-            used.update(int(t) for t in op.inputs if t >= 0)
-            used.update(int(t) for t in op.outputs)
-        remap = {old: new for new, old in enumerate(sorted(used))}
-        graph.tensors = [graph.tensors[old] for old in sorted(used)]
-        for op in graph.operators:
-            op.inputs = [remap[int(t)] if t >= 0 else -1 for t in op.inputs]
-            op.outputs = [remap[int(t)] for t in op.outputs]
-        graph.inputs = [remap[int(t)] for t in graph.inputs]
-        graph.outputs = [remap[int(t)] for t in graph.outputs]
-    _drop_buffers(model, set(range(1, len(model.buffers))))
-    used_codes = sorted({op.opcodeIndex for g in model.subgraphs for op in g.operators})
-    code_map = {old: new for new, old in enumerate(used_codes)}
-    model.operatorCodes = [model.operatorCodes[old] for old in used_codes]
-    for graph in model.subgraphs:
-        for op in graph.operators:
-            op.opcodeIndex = code_map[op.opcodeIndex]
-
-
-def pointwise_conv_to_fully_connected(model_bytes):
-    """Rewrites RESHAPE -> 1x1 CONV_2D on a 1x1 map -> RESHAPE as one FULLY_CONNECTED.
-
-    Undoes :class:`tflite_export.twin.PointwiseDense` in the TFLM-only packed file:
-    the int8 file needs the conv form to match LiteRT bit for bit; on TFLM both
-    forms requantize alike, and the FULLY_CONNECTED form carries two ops, two
-    tensors and two shape constants fewer. The filter keeps its data and scales
-    and is viewed as ``(units, fan_in)``.
-    """
-    model = read(model_bytes)
-    graph = model.subgraphs[0]
-    producers, consumers = {}, {}
-    for index, op in enumerate(graph.operators):
-        for t in op.outputs:
-            producers[int(t)] = index
-        for t in op.inputs:
-            consumers.setdefault(int(t), []).append(index)
-    outputs = set(int(t) for t in graph.outputs)
-    fc_code = None
-    removed = set()
-    for index, op in enumerate(graph.operators):
-        if op_name(model, op) != "CONV_2D" or index in removed:
-            continue
-        filt = graph.tensors[op.inputs[1]]
-        if len(filt.shape) != 4 or tuple(filt.shape[1:3]) != (1, 1):
-            continue
-        x, y = int(op.inputs[0]), int(op.outputs[0])
-        if tuple(graph.tensors[x].shape[1:3]) != (1, 1) or op.builtinOptions.strideH != 1 \
-                or op.builtinOptions.strideW != 1:
-            continue
-        before, after = producers.get(x), consumers.get(y, [])
-        if before is None or len(after) != 1 or y in outputs or len(consumers.get(x, [])) != 1:
-            continue
-        first, last = graph.operators[before], graph.operators[after[0]]
-        if op_name(model, first) != "RESHAPE" or op_name(model, last) != "RESHAPE":
-            continue
-        flat_in, flat_out = int(first.inputs[0]), int(last.outputs[0])
-        if len(graph.tensors[flat_in].shape) != 2 or len(graph.tensors[flat_out].shape) != 2:
-            continue
-        if fc_code is None:
-            fc_code = _opcode_index(model, schema.BuiltinOperator.FULLY_CONNECTED)
-        options = schema.FullyConnectedOptionsT()
-        options.fusedActivationFunction = op.builtinOptions.fusedActivationFunction
-        options.keepNumDims = False
-        op.opcodeIndex = fc_code
-        op.builtinOptionsType = schema.BuiltinOptions.FullyConnectedOptions
-        op.builtinOptions = options
-        op.inputs = [flat_in] + list(op.inputs[1:])
-        op.outputs = [flat_out]
-        filt.shape = np.array([filt.shape[0], filt.shape[3]], np.int32)
-        removed.update({before, after[0]})
-    if not removed:
-        return model_bytes
-    graph.operators = [op for i, op in enumerate(graph.operators) if i not in removed]
-    _drop_unused_tensors(model)
-    return write(model)
-
-
-def drop_decode_input_shapes(model_bytes):
-    """Drops the shapes of DECODE's inputs (packed indices, tables) and every ``has_rank``.
-
-    TFLM's LUT decoder reads only the data of its inputs; the element count and
-    channels come from the decoded output tensor's shape and scales.
-    """
-    model = read(model_bytes)
-    for graph in model.subgraphs:
-        for op in graph.operators:
-            if op_name(model, op) == DECODE_OP:
-                for index in op.inputs:
-                    graph.tensors[index].shape = None
-        for tensor in graph.tensors:
-            tensor.hasRank = False
-    return write(model)
-
-
-def share_vectors(model_bytes):
-    """Writes every distinct vector once (shapes, scales, zero points, buffers)."""
-    return write(read(model_bytes), share_vectors=True)
-
-
-#: The slimming steps, in the order export() applies them.
-SLIMMING_STEPS = (
-    ("names_and_signatures", strip_names),
-    ("metadata", strip_metadata),
-    ("zero_points", collapse_zero_points),
-    ("unread_quantization", drop_unread_quantization),
-    ("shape_signatures_and_min_max", drop_shape_signatures),
-    ("empty_buffers", share_empty_buffers),
-    ("pointwise_conv_to_fully_connected", pointwise_conv_to_fully_connected),
-    ("decode_input_shapes", drop_decode_input_shapes),
-    ("shared_vectors", share_vectors),
-)
-
-
-def quantization_bytes(model_bytes):
+def quantization_bytes(model):
     """Bytes of the distinct quantization vectors (scales, zero points) the model carries.
 
-    Distinct by content: after :func:`share_vectors` identical vectors are stored once.
+    Distinct by content: after :func:`tflite_export.slim.share_vectors` identical
+    vectors are stored once.
     """
-    model = read(model_bytes)
+    return parse(model).quantization
+
+
+def _quantization_bytes(model):
     seen = set()
     for graph in model.subgraphs:
         for tensor in graph.tensors:

@@ -17,10 +17,7 @@ import numpy as np
 import tfq_pareto
 from tfq_pareto import graph
 from tfq_pareto.backend import keras, tf
-
-
-class ExportError(ValueError):
-    """A model, input or artifact that cannot be exported; the message names the culprit."""
+from tflite_export.errors import ExportError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,193 @@
+"""Verification of an int8 / packed pair: one function per check, and :func:`verify`.
+
+Each check raises :class:`tflite_export.errors.ExportError` naming the layer,
+tensor or input that fails it; :func:`verify` runs them in order and returns
+what it measured.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from tflite_export import convert, flatbuffer, runtime, twin
+from tflite_export.errors import ExportError
+
+#: Verification runs the interpreters on at most this many representative inputs.
+MAX_VERIFY_SAMPLES = 64
+#: Tolerance, in output quantization steps, between the Keras QAT model and the int8
+#: file when the int8 file uses QAT's 8-bit activation ranges. Integer
+#: requantization rounds differently from float fake-quant and the differences
+#: add up over depth (measured: 2 on 2-epoch test models, 6 on a 30-epoch one).
+DEFAULT_MAX_OUTPUT_STEPS = 8
+
+
+def check_int8_grid(int8, layers):
+    """Check 1: each layer's int8 filter holds at most 2 (1 bit), 3 (2 bits), 2^b - 1 values per channel."""
+    filters = {f.tensor: f for f in flatbuffer.filter_tensors(int8)}
+    for layer in layers:
+        tensor = filters.get(layer["tensor"])
+        if tensor is None:
+            raise ExportError(f"layer {layer['name']!r}: tensor {layer['tensor']} is not an "
+                              "int8 filter of the int8 model")
+        counts = tensor.distinct_counts()
+        limit = twin.max_levels(layer["bits"])
+        worst = int(np.argmax(counts))
+        if counts[worst] > limit:
+            raise ExportError(
+                f"layer {layer['name']!r} ({layer['bits']}-bit): int8 filter {worst} holds "
+                f"{counts[worst]} distinct values, more than the {limit} a {layer['bits']}-bit "
+                "filter may hold"
+            )
+
+
+def check_packed_tensors(int8, packed, layers):
+    """Check 2: every layer below 8 bits is packed in ceil(n*b/8) index bytes and decodes exactly.
+
+    Returns:
+      the number of packed tensors.
+    """
+    filters = {f.tensor: f for f in flatbuffer.filter_tensors(int8)}
+    items = flatbuffer.packed_tensors(packed)
+    expected = [l for l in layers if l["bits"] < 8]
+    if len(items) != len(expected):
+        raise ExportError(f"the packed model holds {len(items)} packed filters; the layers "
+                          f"need {len(expected)} (every layer below 8 bits)")
+    unused = {l["name"]: l for l in expected}
+    for item in items:
+        match = None
+        for layer in unused.values():
+            reference = filters[layer["tensor"]].values
+            if reference.shape == item.shape and np.array_equal(reference, item.decoded):
+                match = layer
+                break
+        if match is None:
+            raise ExportError(
+                f"packed tensor read by operator {item.consumer} ({item.op}, shape "
+                f"{item.shape}) does not decode to any int8 filter of the int8 model"
+            )
+        needed = -(-int(np.prod(item.shape)) * match["bits"] // 8)
+        if item.bits != match["bits"] or item.index_bytes != needed:
+            raise ExportError(
+                f"layer {match['name']!r}: packed with {item.bits}-bit indices in "
+                f"{item.index_bytes} bytes; expected {match['bits']}-bit indices in "
+                f"ceil(n*b/8) = {needed} bytes"
+            )
+        del unused[match["name"]]
+    return len(items)
+
+
+def check_packed_equals_int8(tflm_int8, tflm_packed):
+    """Check 3: TFLM's outputs of the packed file equal those of the int8 file, bit for bit."""
+    if not np.array_equal(tflm_int8, tflm_packed):
+        diff = np.abs(tflm_int8.astype(int) - tflm_packed.astype(int))
+        raise ExportError(f"TFLM output of the packed file differs from the int8 file's by up to "
+                          f"{diff.max()} steps on {int(np.sum(diff.max(axis=1) > 0))} of "
+                          f"{len(tflm_int8)} inputs; they must be bit-identical")
+
+
+def check_litert_equals_tflm(litert, tflm_int8):
+    """Check 4: LiteRT (reference kernels) and TFLM compute the same int8 outputs."""
+    if not np.array_equal(litert, tflm_int8):
+        raise ExportError("LiteRT (reference kernels) and TFLM disagree on the int8 file by up to "
+                          f"{np.abs(litert.astype(int) - tflm_int8.astype(int)).max()} steps")
+
+
+def output_steps(keras_out, int8_out, details):
+    """|difference| in output quantization steps between Keras outputs and int8 outputs."""
+    scale, zero_point = details["quantization"]
+    expected = keras_out.reshape(len(keras_out), -1) / scale + zero_point
+    return np.abs(int8_out.astype(np.float64) - expected)
+
+
+def check_against_keras(model, samples, tflm_int8, output_details, max_output_steps):
+    """Check 5: the int8 outputs are within ``max_output_steps`` steps of the Keras QAT model's.
+
+    Returns:
+      what was measured: worst and mean output steps, top-1 agreement, the tolerance.
+    """
+    keras_out = np.asarray(model(samples, training=False))
+    steps = output_steps(keras_out, tflm_int8, output_details)
+    top1 = float(np.mean(np.argmax(keras_out.reshape(len(samples), -1), axis=1)
+                         == np.argmax(tflm_int8, axis=1)))
+    report = {"keras_max_output_steps": float(steps.max()),
+              "keras_mean_output_steps": float(steps.mean()),
+              "keras_top1_agreement": top1,
+              "max_output_steps_allowed": max_output_steps}
+    if max_output_steps is not None and steps.max() > max_output_steps:
+        raise ExportError(
+            f"the int8 file differs from the Keras QAT model by up to {steps.max():.1f} "
+            f"output steps (allowed {max_output_steps}); top-1 agreement {100 * top1:.1f}%. "
+            "Calibrate on more representative inputs, or pass max_output_steps=None to "
+            "only report it"
+        )
+    return report
+
+
+def read_bytes(model):
+    """Model bytes from bytes, a :class:`~tflite_export.flatbuffer.ParsedModel` or a path."""
+    if isinstance(model, flatbuffer.ParsedModel):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    with open(os.fspath(model), "rb") as f:
+        return f.read()
+
+
+def verify(int8_model, packed_model, representative_data, *, layers, model=None,
+           max_output_steps=DEFAULT_MAX_OUTPUT_STEPS, arena_size=None):
+    """Checks an int8 / packed pair; raises :class:`ExportError` naming what is wrong.
+
+    Checks, in order:
+      1. per-channel distinct-value counts of each layer's int8 filter are within
+         2 (1 bit), 3 (2 bits), 2^b - 1 (b bits): :func:`check_int8_grid`;
+      2. every packed tensor stores ceil(n*b/8) index bytes, and its indices decoded
+         through its tables equal the int8 filter exactly: :func:`check_packed_tensors`;
+      3. TFLM output of the packed file == TFLM output of the int8 file, bit for
+         bit: :func:`check_packed_equals_int8`;
+      4. LiteRT (reference kernels) output of the int8 file == its TFLM output:
+         :func:`check_litert_equals_tflm`;
+      5. with ``model`` (the Keras QAT model): the int8 file's outputs are within
+         ``max_output_steps`` output quantization steps of the Keras outputs
+         (None: measure only): :func:`check_against_keras`.
+
+    Args:
+      int8_model, packed_model: .tflite bytes, paths or parsed models.
+      representative_data: inputs as :func:`tflite_export.export` takes them.
+      layers: the manifest's ``layers`` (name, bits, op, tensor index per layer).
+      model: the Keras QAT model, for check 5.
+      max_output_steps: tolerance of check 5.
+      arena_size: TFLM arena bytes; None measures it.
+
+    Returns:
+      A dict of what was measured (worst output steps, top-1 agreement, counts).
+    """
+    int8 = flatbuffer.parse(read_bytes(int8_model))
+    packed = flatbuffer.parse(read_bytes(packed_model))
+    check_int8_grid(int8, layers)
+    packed_count = check_packed_tensors(int8, packed, layers)
+    input_details, output_details = runtime.io_details(int8.data)
+    samples = convert.samples_array(representative_data, model, max_samples=MAX_VERIFY_SAMPLES,
+                                    input_shape=None if model is not None
+                                    else input_details["shape"][1:])
+    inputs = convert.quantize_inputs(samples, input_details)
+    arena = arena_size or runtime.micro_arena_size(packed.data, inputs)
+    tflm_int8 = runtime.micro_outputs(int8.data, inputs, arena)
+    check_packed_equals_int8(tflm_int8, runtime.micro_outputs(packed.data, inputs, arena))
+    check_litert_equals_tflm(runtime.litert_outputs(int8.data, inputs), tflm_int8)
+    report = {"inputs": len(inputs), "packed_tensors": packed_count,
+              "tflm_packed_equals_int8": True, "litert_equals_tflm": True}
+    if model is not None:
+        report.update(check_against_keras(model, samples, tflm_int8, output_details,
+                                          max_output_steps))
+    return report
+
+
+def verify_dir(out_dir, representative_data, *, name="model", model=None,
+               max_output_steps=DEFAULT_MAX_OUTPUT_STEPS):
+    """:func:`verify` on the files :func:`tflite_export.export` wrote into ``out_dir``."""
+    with open(os.path.join(out_dir, f"{name}_manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    return verify(os.path.join(out_dir, f"{name}_int8.tflite"),
+                  os.path.join(out_dir, f"{name}_packed.tflite"), representative_data,
+                  layers=manifest["layers"], model=model, max_output_steps=max_output_steps)
