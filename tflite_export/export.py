@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+import tfq_pareto
 from tflite_export import c_arrays, convert, flatbuffer, pack, runtime, slim, twin
 from tflite_export.errors import ExportError
 from tflite_export.verify import DEFAULT_MAX_OUTPUT_STEPS, MAX_VERIFY_SAMPLES, verify
@@ -192,18 +193,8 @@ def _accuracies(model, int8_bytes, packed_bytes, validation_data, arena):
 
 
 def _activation_bits(model):
-    bits = set()
-    for layer in model.layers:
-        config = getattr(layer, "quantize_config", None)
-        if config is None:
-            continue
-        for _, quantizer in config.get_activations_and_quantizers(layer.layer):
-            if getattr(quantizer, "num_bits", None):
-                bits.add(int(quantizer.num_bits))
-        for quantizer in config.get_output_quantizers(layer.layer):
-            if getattr(quantizer, "num_bits", None):
-                bits.add(int(quantizer.num_bits))
-    return sorted(bits)
+    """The distinct activation bits of the QAT model, from its quantization plan."""
+    return tfq_pareto.plan_of(model).activation_bits
 
 
 @dataclasses.dataclass(frozen=True)

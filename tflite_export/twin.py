@@ -310,6 +310,7 @@ def float_twin(model, dense_as_conv=True, activation_ranges_from="qat"):
     with tfq_pareto.quantize_scope(), keras.utils.custom_object_scope(
             {"PointwiseDense": PointwiseDense, "ActivationFakeQuant": ActivationFakeQuant}):
         twin = keras.Model.from_config(config)
+    plan = tfq_pareto.plan_of(model)
     kernels = []
     for wrapper in model.layers:
         if not hasattr(wrapper, "quantize_config"):
@@ -328,7 +329,7 @@ def float_twin(model, dense_as_conv=True, activation_ranges_from="qat"):
             if weight is None:
                 raise ExportError(f"layer {inner.name!r}: no weight {slot.name!r} in its QAT wrapper")
             if id(weight) in quantized:
-                quantizer, q = quantized[id(weight)]
+                _, q = quantized[id(weight)]
                 if not np.all(np.isfinite(q)):
                     raise ExportError(
                         f"layer {inner.name!r}: its quantized kernel holds NaN or inf; the "
@@ -336,15 +337,10 @@ def float_twin(model, dense_as_conv=True, activation_ranges_from="qat"):
                     )
                 values.append(q)
                 kind = _supported_kernel(inner)
-                bits = getattr(quantizer, "num_bits", None)
-                if kind is not None and bits is not None:
-                    shape = q.shape
-                    if kind == "DepthwiseConv2D":
-                        filters, fan_in = shape[-2] * shape[-1], int(np.prod(shape[:-2]))
-                    else:
-                        filters, fan_in = shape[-1], int(np.prod(shape[:-1]))
-                    kernels.append(QuantizedKernel(inner.name, kind, int(bits), int(filters),
-                                                   int(fan_in), q))
+                entry = plan.get(inner.name)
+                if kind is not None and entry is not None and entry.weighted:
+                    kernels.append(QuantizedKernel(inner.name, kind, entry.weight_bits,
+                                                   entry.filters, entry.fan_in, q))
             else:
                 values.append(np.asarray(weight))
         target.set_weights(values)

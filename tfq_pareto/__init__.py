@@ -7,7 +7,7 @@ Public API::
     width = tfq_pareto.width_for_size(builder, target_bits, conv_bits=1)
 """
 
-from tfq_pareto import analysis, data, experiment, models, training
+from tfq_pareto import analysis, data, experiment, models, plan, training
 from tfq_pareto.backend import keras
 from tfq_pareto.clipping import CLIPPING_CONSTANTS, clipping_constant, clipping_constants
 from tfq_pareto.configs import (
@@ -27,10 +27,11 @@ from tfq_pareto.quantizers import (
 from tfq_pareto.scheme import (
     DualPrecisionQuantizeRegistry,
     DualPrecisionScheme,
-    FanInPrecisionScheme,
     apply,
     quantize_scope,
 )
+from tfq_pareto.fan_in import FanInPrecisionScheme
+from tfq_pareto.plan import LayerPlan, QuantizationPlan, plan_of
 from tfq_pareto.saving import load_model, save_model
 from tfq_pareto.size import (
     LayerSize,
@@ -55,9 +56,11 @@ __all__ = [
     "DualPrecisionQuantizeRegistry",
     "DualPrecisionScheme",
     "FanInPrecisionScheme",
+    "LayerPlan",
     "LayerSize",
     "MemoryFootprint",
     "PerFilterWeightQuantizer",
+    "QuantizationPlan",
     "ReLUQuantizeConfig",
     "SizeSummary",
     "align_widths",
@@ -74,6 +77,8 @@ __all__ = [
     "memory_footprint",
     "model_size",
     "models",
+    "plan",
+    "plan_of",
     "quantize_scope",
     "quantize_weights",
     "save_model",

@@ -10,9 +10,12 @@ ReLU/BN/Add outputs.
 """
 
 import copy
+import dataclasses
+import types
 
 from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (  # noqa: E501
     default_n_bit_quantize_configs as n_bit_configs,
+    default_n_bit_quantize_layout_transform as n_bit_layout,
     default_n_bit_quantize_registry as n_bit_registry,
     default_n_bit_transforms as n_bit_transforms,
 )
@@ -24,7 +27,8 @@ from tensorflow_model_optimization.python.core.quantization.keras.graph_transfor
 )
 
 from tfq_pareto import graph, keras3
-from tfq_pareto.checks import ConfigMixin, check_int
+from tfq_pareto import plan as plan_lib
+from tfq_pareto.checks import ConfigMixin
 from tfq_pareto.backend import keras, tfmot
 from tfq_pareto.configs import (
     ACTIVATION_BITS,
@@ -71,27 +75,43 @@ _DEPTHWISE_LAYERS = (
 #: Layers that the layout transforms rewrite into supported layers.
 _TRANSFORMED_LAYERS = (keras.layers.SeparableConv2D, keras.layers.SeparableConv1D)
 
-# tfmot's n-bit transforms, in the order tfmot applies them, after the input one.
-_N_BIT_TRANSFORMS = (
-    n_bit_transforms.SeparableConv1DQuantize,
-    n_bit_transforms.SeparableConvQuantize,
-    n_bit_transforms.Conv2DReshapeBatchNormReLUQuantize,
-    n_bit_transforms.Conv2DReshapeBatchNormActivationQuantize,
-    n_bit_transforms.Conv2DBatchNormReLUQuantize,
-    n_bit_transforms.Conv2DBatchNormActivationQuantize,
-    n_bit_transforms.Conv2DReshapeBatchNormQuantize,
-    n_bit_transforms.Conv2DBatchNormQuantize,
-    n_bit_transforms.ConcatTransform6Inputs,
-    n_bit_transforms.ConcatTransform5Inputs,
-    n_bit_transforms.ConcatTransform4Inputs,
-    n_bit_transforms.ConcatTransform3Inputs,
-    n_bit_transforms.ConcatTransform,
-    n_bit_transforms.LayerReLUQuantize,
-    n_bit_transforms.LayerReluActivationQuantize,
-    n_bit_transforms.DenseBatchNormQuantize,
-    n_bit_transforms.DenseBatchNormReLUQuantize,
-    n_bit_transforms.DenseBatchNormActivationQuantize,
-)
+class _Captured(Exception):
+    """Raised by :func:`_tfmot_n_bit_transforms`'s stand-in for tfmot's ModelTransformer."""
+
+
+def _tfmot_n_bit_transforms(act_bits):
+    """tfmot's n-bit layout transforms at ``act_bits``, in tfmot's order, read from tfmot.
+
+    ``DefaultNBitQuantizeLayoutTransform.apply`` builds its list inline and hands
+    it to ``ModelTransformer``; a stand-in for that class records the list and
+    stops, so the list follows tfmot's release instead of a copy of it.
+    """
+    captured = []
+
+    class _Recorder:  # pylint: disable=too-few-public-methods
+        def __init__(self, model, transforms, *args, **kwargs):
+            del model, args, kwargs
+            captured.extend(transforms)
+            raise _Captured
+
+    saved = n_bit_layout.model_transformer
+    n_bit_layout.model_transformer = types.SimpleNamespace(ModelTransformer=_Recorder)
+    try:
+        n_bit_layout.DefaultNBitQuantizeLayoutTransform(8, act_bits).apply(None, {})
+    except _Captured:
+        pass
+    finally:
+        n_bit_layout.model_transformer = saved
+    if not captured:
+        raise RuntimeError("could not read tfmot's n-bit layout transforms (tfmot changed?)")
+    return captured
+
+
+def _layout_transforms(act_bits):
+    """Our input quantizer, then tfmot's n-bit transforms (without its input one)."""
+    return [_InputLayerQuantize(INPUT_BITS)] + [
+        t for t in _tfmot_n_bit_transforms(act_bits)
+        if not isinstance(t, n_bit_transforms.InputLayerQuantize)]
 
 
 def _check_optional_bits(name, value):
@@ -141,61 +161,33 @@ class _InputLayerQuantize(tfmot_transforms.Transform):
                 "ActivationQuantizer": ActivationQuantizer, "InputQuantizer": InputQuantizer}
 
 
+def config_for(layer_plan, layer_type, ternary_scale="mean_abs"):
+    """The QuantizeConfig of a weighted layer from its :class:`~tfq_pareto.plan.LayerPlan`."""
+    return CONFIG_FOR_LAYER[layer_type](layer_plan.weight_bits, act_bits=layer_plan.act_bits,
+                                        ternary_scale=ternary_scale)
+
+
 class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
-    """Per-layer configs: the precision of each conv/dense layer, tfmot's n-bit for the rest.
+    """Per-layer configs: weighted layers from the plan, tfmot's n-bit rules for the rest.
 
     Args:
-      conv_bits: bits of standard convs and dense layers, 1..8.
-      dw_bits: bits of depthwise convs, 1..8, or None for models without them.
-      first_last_bits: bits of the layers named in ``first_last_layers``, or None
-        to treat them like the others.
-      act_bits: activation bits, 2..8.
-      first_last_layers: names of the first and last conv/dense layers.
-      last_layers: names of the last conv/dense layers; their output (the
-        logits) is quantized at 8 bits whatever ``act_bits`` is.
-      no_activation_layers: names of conv/dense layers whose output a following
-        ReLU or Concatenate quantizes: their weights only are quantized.
+      plan: the :class:`~tfq_pareto.plan.QuantizationPlan` holding every
+        Conv2D/DepthwiseConv2D/Dense layer's bits; None for a registry that
+        serves output-only layers (asking it for a weighted layer is an error).
+      act_bits: activation bits of output-only layers (ReLU, BN, Add, pooling), 2..8.
       ternary_scale: 2-bit scale rule, see :func:`tfq_pareto.quantizers.quantize_weights`.
     """
 
-    def __init__(
-        self,
-        conv_bits,
-        dw_bits=None,
-        first_last_bits=8,
-        act_bits=8,
-        first_last_layers=(),
-        ternary_scale="mean_abs",
-        last_layers=(),
-        no_activation_layers=(),
-    ):
+    def __init__(self, plan=None, act_bits=8, ternary_scale="mean_abs"):
         super().__init__(num_bits_weight=8, num_bits_activation=act_bits)
         # tfmot's base class shares its _QuantizeInfo objects between instances
         # (a class attribute mutated in __init__): keep copies of our own.
         self._layer_quantize_map = {
             cls: copy.copy(info) for cls, info in self._layer_quantize_map.items()
         }
-        self.conv_bits = check_bits("conv_bits", conv_bits)
-        self.dw_bits = _check_optional_bits("dw_bits", dw_bits)
-        self.first_last_bits = _check_optional_bits("first_last_bits", first_last_bits)
+        self.plan = plan
         self.act_bits = check_bits("act_bits", act_bits, ACTIVATION_BITS)
-        self.first_last_layers = frozenset(first_last_layers)
-        self.last_layers = frozenset(last_layers)
-        self.no_activation_layers = frozenset(no_activation_layers)
         self.ternary_scale = ternary_scale
-
-    def layer_bits(self, layer):
-        """Weight bits for a Conv2D, DepthwiseConv2D or Dense layer."""
-        if self.first_last_bits is not None and layer.name in self.first_last_layers:
-            return self.first_last_bits
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            if self.dw_bits is None:
-                raise ValueError(
-                    f"layer {layer.name!r} is a DepthwiseConv2D but dw_bits is None; "
-                    f"give dw_bits, one of {SUPPORTED_BITS}"
-                )
-            return self.dw_bits
-        return self.conv_bits
 
     def supports(self, layer):
         cls = layer.__class__
@@ -204,12 +196,13 @@ class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
     def get_quantize_config(self, layer):
         cls = layer.__class__
         if cls in CONFIG_FOR_LAYER:
-            act_bits = OUTPUT_BITS if layer.name in self.last_layers else self.act_bits
-            if layer.name in self.no_activation_layers:
-                act_bits = None
-            return CONFIG_FOR_LAYER[cls](
-                self.layer_bits(layer), act_bits=act_bits, ternary_scale=self.ternary_scale
-            )
+            entry = self.plan.get(layer.name) if self.plan is not None else None
+            if entry is None:
+                raise ValueError(
+                    f"layer {layer.name!r} ({cls.__name__}) is not in the quantization plan; "
+                    "quantize models with tfq_pareto.apply, or with tfmot's quantize_apply "
+                    "and a DualPrecisionScheme (whose layout transform plans every layer)")
+            return config_for(entry, cls, self.ternary_scale)
         if is_relu(layer):
             return ReLUQuantizeConfig(self.act_bits)
         if cls in _EXTRA_OUTPUT_LAYERS:
@@ -217,37 +210,139 @@ class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
         return _own_output_config(super().get_quantize_config(layer))
 
 
+def _output_bits(config, layer):
+    """Bits of the fake-quant ``config`` puts on ``layer``'s output (or activation), or None."""
+    if config is None:
+        return None
+    quantizers = list(config.get_output_quantizers(layer))
+    quantizers += [q for _, q in config.get_activations_and_quantizers(layer)]
+    bits = [q.num_bits for q in quantizers if getattr(q, "num_bits", None) is not None]
+    return int(max(bits)) if bits else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The model after the layout transforms, as :func:`layout` made it.
+
+    Attributes:
+      source_layers: names of the layers of the model it was made from.
+      model: the transformed model.
+      quantize_map: tfmot's layer quantize map after the transforms (our
+        output configs in place of tfmot's; weighted layers' configs None).
+      no_activation_layers: weighted layers whose output a following ReLU or
+        Concatenate quantizes (tfmot's transforms say so): no output fake-quant.
+    """
+
+    source_layers: tuple
+    model: object
+    quantize_map: dict
+    no_activation_layers: frozenset
+
+
+def _annotation_map(model):
+    """The quantize map tfmot builds for a model annotated whole (``quantize_annotate_model``)."""
+    quantize_map = {l.name: {"quantize_config": None} for l in model.layers
+                    if not isinstance(l, keras.layers.InputLayer)}
+    for input_layer in model._input_layers:  # pylint: disable=protected-access
+        if any(node.outbound_layer.name in quantize_map
+               for node in input_layer._outbound_nodes):  # pylint: disable=protected-access
+            quantize_map[input_layer.name] = {}
+    return quantize_map
+
+
+def layout(model, act_bits, layer_quantize_map=None):
+    """Runs the layout transforms (ours for the input, tfmot's n-bit ones) on ``model``.
+
+    tfmot's ReLU and Concatenate transforms give the conv/dense layer feeding
+    them a NoOp (or a per-tensor n-bit) config to keep a fake-quant off its
+    output; that would also leave its weights float. Such layers are recorded in
+    ``no_activation_layers`` and get their config from the plan, without output
+    fake-quant. tfmot's output-only configs become :class:`OutputQuantizeConfig`
+    (ranges that start from the data).
+
+    Returns:
+      :class:`Layout`.
+    """
+    if layer_quantize_map is None:
+        layer_quantize_map = _annotation_map(model)
+    transformed, quantize_map = model_transformer.ModelTransformer(
+        model, _layout_transforms(act_bits), set(layer_quantize_map.keys()), layer_quantize_map
+    ).transform()
+    no_activation = set()
+    for layer in transformed.layers:
+        entry = quantize_map.get(layer.name)
+        config = entry.get("quantize_config") if entry else None
+        if config is not None:  # e.g. BN after Conv+BN: ranges that start from the data
+            config = entry["quantize_config"] = _own_output_config(config)
+        if type(layer) in CONFIG_FOR_LAYER and isinstance(config, _TFMOT_CONFIGS):
+            entry["quantize_config"] = None
+            no_activation.add(layer.name)
+    return Layout(tuple(l.name for l in model.layers), transformed, quantize_map,
+                  frozenset(no_activation))
+
+
+def make_plan(scheme, model_layout):
+    """The :class:`~tfq_pareto.plan.QuantizationPlan` of ``scheme`` on a :class:`Layout`.
+
+    Weighted layers: ``scheme.weight_bits(layer, first_or_last)``; output bits
+    8 for the last layers (the logits), none for ``no_activation_layers``, else
+    ``act_bits``. Output-only layers: the bits of the config they get.
+    """
+    transformed = model_layout.model
+    first, last = graph.first_and_last_layers(transformed)
+    registry = DualPrecisionQuantizeRegistry(None, scheme.act_bits, scheme.ternary_scale)
+    layers = []
+    for layer in transformed.layers:
+        entry = model_layout.quantize_map.get(layer.name)
+        kind = plan_lib.kind_of(layer) if type(layer) in CONFIG_FOR_LAYER else None
+        if kind is not None:
+            if entry is None:
+                continue  # not annotated: tfmot leaves it float
+            edge = layer.name in first or layer.name in last
+            act = None if layer.name in model_layout.no_activation_layers else (
+                OUTPUT_BITS if layer.name in last else scheme.act_bits)
+            filters, fan_in = plan_lib.filters_and_fan_in(layer)
+            layers.append(plan_lib.LayerPlan(
+                layer.name, kind, scheme.weight_bits(layer, edge), act, layer.name in first,
+                layer.name in last, filters, fan_in))
+        elif isinstance(layer, quantize_layer.QuantizeLayer):
+            layers.append(plan_lib.LayerPlan(layer.name, "input",
+                                             act_bits=int(layer.quantizer.num_bits)))
+        elif entry is not None and not isinstance(layer, keras.layers.InputLayer):
+            config = entry.get("quantize_config")
+            if config is None and registry.supports(layer):
+                config = registry.get_quantize_config(layer)
+            bits = _output_bits(config, layer)
+            if bits is not None:
+                layers.append(plan_lib.LayerPlan(layer.name, "activation", act_bits=bits))
+    return plan_lib.QuantizationPlan(tuple(layers))
+
+
 class _DualPrecisionLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
-    """tfmot's n-bit transforms at ``act_bits`` (input at 8 bits); then finds first/last layers."""
+    """The layout transforms, then every weighted layer's config from the plan.
+
+    A scheme bound to a plan (:meth:`DualPrecisionScheme.bind`, as ``apply``
+    does) hands over the plan and the layout it was made on; an unbound scheme
+    (tfmot's ``quantize_apply`` called directly) plans here. Either way the
+    configs reach tfmot's quantize step through the quantize map it returns.
+    """
 
     def __init__(self, scheme):
         self._scheme = scheme
 
     def apply(self, model, layer_quantize_map):
-        act_bits = self._scheme.act_bits
-        transforms = [_InputLayerQuantize(INPUT_BITS)] + [
-            t(num_bits_weight=8, num_bits_activation=act_bits) for t in _N_BIT_TRANSFORMS]
-        transformed, quantize_map = model_transformer.ModelTransformer(
-            model, transforms, set(layer_quantize_map.keys()), layer_quantize_map
-        ).transform()
-        first, last = graph.first_and_last_layers(transformed)
-        self._scheme._first_layers = frozenset(first)  # pylint: disable=protected-access
-        self._scheme._last_layers = frozenset(last)  # pylint: disable=protected-access
-        # tfmot's ReLU and Concatenate transforms give the conv/dense layer feeding
-        # them a NoOp (or a per-tensor n-bit) config to keep a fake-quant off its
-        # output; that would also leave its weights float. Ask our registry for the
-        # layer's config instead, without output fake-quant.
-        no_activation = set()
-        for layer in transformed.layers:
-            entry = quantize_map.get(layer.name)
-            config = entry.get("quantize_config") if entry else None
-            if config is not None:  # e.g. BN after Conv+BN: ranges that start from the data
-                config = entry["quantize_config"] = _own_output_config(config)
-            if type(layer) in CONFIG_FOR_LAYER and isinstance(config, _TFMOT_CONFIGS):
-                entry["quantize_config"] = None
-                no_activation.add(layer.name)
-        self._scheme._no_activation_layers = frozenset(no_activation)  # pylint: disable=protected-access
-        return transformed, quantize_map
+        scheme = self._scheme
+        prepared = scheme.bound_layout
+        if prepared is None or prepared.source_layers != tuple(l.name for l in model.layers):
+            prepared = layout(model, scheme.act_bits, layer_quantize_map)
+        plan = scheme.bound_plan or make_plan(scheme, prepared)
+        quantize_map = {name: dict(entry) for name, entry in prepared.quantize_map.items()}
+        for layer in prepared.model.layers:
+            entry = plan.get(layer.name)
+            if entry is not None and entry.weighted and layer.name in quantize_map:
+                quantize_map[layer.name]["quantize_config"] = config_for(
+                    entry, type(layer), scheme.ternary_scale)
+        return prepared.model, quantize_map
 
 
 @keras.utils.register_keras_serializable(package="tfq_pareto")
@@ -255,7 +350,7 @@ class DualPrecisionScheme(ConfigMixin, tfmot.quantization.keras.QuantizeScheme):
     """The paper's DualPrecision quantization scheme (Sec. 6), a tfmot ``QuantizeScheme``.
 
     Use it with ``tfmot.quantization.keras.quantize_apply``, or call
-    :func:`apply`, which also checks the model first.
+    :func:`apply`, which also checks the model first and stores the plan with it.
 
     Args:
       conv_bits: weight bits of every conv and dense layer that is not depthwise
@@ -279,25 +374,39 @@ class DualPrecisionScheme(ConfigMixin, tfmot.quantization.keras.QuantizeScheme):
                 f"ternary_scale must be one of {TERNARY_SCALES}; received {ternary_scale!r}"
             )
         self.ternary_scale = ternary_scale
-        # Filled by the layout transform, which sees the model first.
-        self._first_layers = frozenset()
-        self._last_layers = frozenset()
-        self._no_activation_layers = frozenset()
+        self.bound_plan = None
+        self.bound_layout = None
+
+    def weight_bits(self, layer, first_or_last):
+        """Weight bits of a Conv2D/DepthwiseConv2D/Dense layer: the DualPrecision rule."""
+        if first_or_last and self.first_last_bits is not None:
+            return self.first_last_bits
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            if self.dw_bits is None:
+                raise ValueError(
+                    f"layer {layer.name!r} is a DepthwiseConv2D but dw_bits is None; "
+                    f"give dw_bits, one of {SUPPORTED_BITS}"
+                )
+            return self.dw_bits
+        return self.conv_bits
+
+    def plan(self, model):
+        """``(plan, layout)`` of this scheme on a float functional ``model`` (layout run once)."""
+        model_layout = layout(model, self.act_bits)
+        return make_plan(self, model_layout), model_layout
+
+    def bind(self, plan, model_layout=None):
+        """A copy of this scheme that quantizes with ``plan`` (and reuses ``model_layout``)."""
+        bound = copy.copy(self)
+        bound.bound_plan = plan
+        bound.bound_layout = model_layout
+        return bound
 
     def get_layout_transformer(self):
         return _DualPrecisionLayoutTransform(self)
 
     def get_quantize_registry(self):
-        return DualPrecisionQuantizeRegistry(
-            self.conv_bits,
-            self.dw_bits,
-            self.first_last_bits,
-            self.act_bits,
-            first_last_layers=self._first_layers | self._last_layers,
-            ternary_scale=self.ternary_scale,
-            last_layers=self._last_layers,
-            no_activation_layers=self._no_activation_layers,
-        )
+        return DualPrecisionQuantizeRegistry(self.bound_plan, self.act_bits, self.ternary_scale)
 
     def get_config(self):
         return {
@@ -317,6 +426,8 @@ def quantize_scope(*args):
         with tfq_pareto.quantize_scope():
             model = tf_keras.models.load_model("model.h5")
     """
+    from tfq_pareto.fan_in import FanInPrecisionScheme  # pylint: disable=import-outside-toplevel
+
     objects = dict(CUSTOM_OBJECTS)
     objects["DualPrecisionScheme"] = DualPrecisionScheme
     objects["FanInPrecisionScheme"] = FanInPrecisionScheme
@@ -381,7 +492,8 @@ def apply(model, conv_bits=1, dw_bits=4, first_last_bits=8, act_bits=8, *, schem
         ``DualPrecisionScheme(conv_bits, dw_bits, first_last_bits, act_bits)``.
 
     Returns:
-      A new tf_keras QAT model (the input model is left untouched).
+      A new tf_keras QAT model (the input model is left untouched), carrying its
+      :class:`~tfq_pareto.plan.QuantizationPlan` (:func:`tfq_pareto.plan.plan_of`).
 
     Raises:
       ValueError: bad bit widths, subclassed or nested models, unsupported layers.
@@ -402,97 +514,11 @@ def apply(model, conv_bits=1, dw_bits=4, first_last_bits=8, act_bits=8, *, schem
             f"model {model.name!r} has depthwise convs ({depthwise[0]!r}, ...) but dw_bits "
             f"is None; give dw_bits, one of {SUPPORTED_BITS}"
         )
+    planned = isinstance(scheme, DualPrecisionScheme)
+    if planned:  # the plan, made once here, then handed to tfmot with the scheme
+        plan, model_layout = scheme.plan(model)
+        scheme = scheme.bind(plan, model_layout)
     with quantize_scope():
         annotated = tfmot.quantization.keras.quantize_annotate_model(model)
-        return tfmot.quantization.keras.quantize_apply(annotated, scheme)
-
-
-def layer_fan_in(layer):
-    """d = C_in * K_w * K_h of a Conv2D/DepthwiseConv2D/Dense layer's filters (depthwise: K_w * K_h)."""
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        kh, kw = layer.depthwise_kernel.shape[:2]
-        return int(kh) * int(kw)
-    shape = [int(d) for d in layer.kernel.shape[:-1]]
-    d = 1
-    for dim in shape:
-        d *= dim
-    return d
-
-
-def _check_thresholds(thresholds):
-    checked = []
-    for entry in thresholds:
-        if not isinstance(entry, (tuple, list)) or len(entry) != 2:
-            raise ValueError(
-                f"thresholds must be (max_fan_in, bits) pairs; received {entry!r}"
-            )
-        limit, bits = entry
-        check_int("a fan-in threshold", limit)
-        checked.append((limit, check_bits("threshold bits", bits)))
-    limits = [limit for limit, _ in checked]
-    if limits != sorted(set(limits)):
-        raise ValueError(f"fan-in thresholds must be strictly increasing; received {limits}")
-    return tuple(checked)
-
-
-class FanInPrecisionQuantizeRegistry(DualPrecisionQuantizeRegistry):
-    """Bits from each layer's fan-in d: the first ``(limit, bits)`` with d < limit, else default."""
-
-    def __init__(self, thresholds, default_bits, first_last_bits=8, act_bits=8,
-                 first_last_layers=(), ternary_scale="mean_abs", last_layers=(),
-                 no_activation_layers=()):
-        super().__init__(default_bits, default_bits, first_last_bits, act_bits,
-                         first_last_layers=first_last_layers, ternary_scale=ternary_scale,
-                         last_layers=last_layers, no_activation_layers=no_activation_layers)
-        self.thresholds = _check_thresholds(thresholds)
-
-    def layer_bits(self, layer):
-        if self.first_last_bits is not None and layer.name in self.first_last_layers:
-            return self.first_last_bits
-        d = layer_fan_in(layer)
-        for limit, bits in self.thresholds:
-            if d < limit:
-                return bits
-        return self.conv_bits
-
-
-@keras.utils.register_keras_serializable(package="tfq_pareto")
-class FanInPrecisionScheme(DualPrecisionScheme):
-    """Each conv/dense layer gets its bits from its fan-in d = C_in * K_w * K_h (beyond the paper).
-
-    Prop. 5.1: the per-filter scale estimate mean|W_i| gets noisier as d falls, so
-    small-fan-in filters want more bits. ``thresholds`` maps fan-in ranges to
-    bits: a layer takes the bits of the first ``(limit, bits)`` with d < limit,
-    else ``default_bits``. DualPrecision is the special case
-    ``thresholds=((10, dw_bits),), default_bits=conv_bits`` when every standard
-    conv has d >= 10 (3x3 depthwise filters have d = 9).
-
-    Args:
-      thresholds: increasing ``(limit, bits)`` pairs, e.g. ``((32, 4),)``:
-        d < 32 -> 4 bits.
-      default_bits: bits of layers at or above every limit, 1..8.
-      first_last_bits, act_bits, ternary_scale: as in :class:`DualPrecisionScheme`.
-    """
-
-    def __init__(self, thresholds=((32, 4),), default_bits=1, first_last_bits=8, act_bits=8,
-                 ternary_scale="mean_abs"):
-        self.thresholds = _check_thresholds(thresholds)
-        self.default_bits = check_bits("default_bits", default_bits)
-        super().__init__(default_bits, default_bits, first_last_bits, act_bits, ternary_scale)
-
-    def get_quantize_registry(self):
-        return FanInPrecisionQuantizeRegistry(
-            self.thresholds, self.default_bits, self.first_last_bits, self.act_bits,
-            first_last_layers=self._first_layers | self._last_layers,
-            ternary_scale=self.ternary_scale, last_layers=self._last_layers,
-            no_activation_layers=self._no_activation_layers,
-        )
-
-    def get_config(self):
-        return {
-            "thresholds": [list(t) for t in self.thresholds],
-            "default_bits": self.default_bits,
-            "first_last_bits": self.first_last_bits,
-            "act_bits": self.act_bits,
-            "ternary_scale": self.ternary_scale,
-        }
+        qat = tfmot.quantization.keras.quantize_apply(annotated, scheme)
+    return plan_lib.attach(qat, plan if planned else plan_lib.derive_plan(qat))

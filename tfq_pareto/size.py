@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from tfq_pareto import checks, graph
+from tfq_pareto import plan as plan_lib
 from tfq_pareto.backend import keras
 from tfq_pareto.quantizers import check_bits
 
@@ -60,24 +61,13 @@ def _filters_and_fan_in(shape, depthwise):
     return shape[-1], int(np.prod(shape[:-1]))
 
 
-def _quantized_bits(wrapper):
-    """Weight bits a tfmot QuantizeWrapper applies, or None when it leaves weights float."""
-    config = wrapper.quantize_config
-    if getattr(config, "num_bits", None) is not None:
-        return int(config.num_bits)
-    quantizers = [q for _, q in config.get_weights_and_quantizers(wrapper.layer)]
-    if not quantizers:
-        return None
-    bits = getattr(quantizers[0], "num_bits", None)
-    return int(bits) if bits is not None else None
-
-
 def layer_sizes(model, conv_bits=None, dw_bits=None, first_last_bits=8):
     """Per-kernel Eq. (6) terms of ``model``.
 
     Args:
       model: a built tf_keras model: float, or QAT (made by :func:`tfq_pareto.apply`
-        or by tfmot), whose bits are then read from its quantize configs.
+        or by tfmot), whose bits are then read from its quantization plan
+        (:func:`tfq_pareto.plan.plan_of`).
       conv_bits: for a float model, the bits of standard convs and dense layers;
         None counts every weight at 32 bits (the float model as it is).
       dw_bits: for a float model, the bits of depthwise kernels; None: conv_bits.
@@ -103,14 +93,15 @@ def layer_sizes(model, conv_bits=None, dw_bits=None, first_last_bits=8):
     if conv_bits is not None and first_last_bits is not None and graph.is_graph_model(model):
         first, last = graph.first_and_last_layers(model)
         first_last = first | last
+    qplan = plan_lib.plan_of(model) if quantized else None
     rows = []
     for wrapper in model.layers:
         layer = graph.unwrap(wrapper)
         if not graph.is_weighted(layer):
             continue
         if quantized:
-            bits = _quantized_bits(wrapper) if hasattr(wrapper, "quantize_config") else None
-            bits = FLOAT_BITS if bits is None else bits
+            entry = qplan.get(layer.name)
+            bits = entry.weight_bits if entry is not None and entry.weighted else FLOAT_BITS
         for suffix, kind, depthwise, shape in _kernels(layer):
             if quantized:
                 layer_bits = bits
@@ -247,19 +238,9 @@ def summary(model, conv_bits=None, dw_bits=None, first_last_bits=8, print_fn=Non
 
 
 def _activation_bits(model):
-    """The activation bits of a QAT model: the most common fake-quant width in it."""
-    counts = {}
-    for layer in model.layers:
-        config = getattr(layer, "quantize_config", None)
-        if config is None:
-            continue
-        quantizers = [q for _, q in config.get_activations_and_quantizers(layer.layer)]
-        quantizers += list(config.get_output_quantizers(layer.layer))
-        for quantizer in quantizers:
-            bits = getattr(quantizer, "num_bits", None)
-            if bits is not None:
-                counts[bits] = counts.get(bits, 0) + 1
-    return max(counts, key=lambda b: (counts[b], b)) if counts else 8
+    """The activation bits of a QAT model: the most common output fake-quant width in its plan."""
+    bits = plan_lib.plan_of(model).common_activation_bits
+    return 8 if bits is None else bits
 
 
 def _elements(shape, batch_size):
