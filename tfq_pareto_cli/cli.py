@@ -334,27 +334,33 @@ def _plot(args, out):
     return 0
 
 
+def _add_data_arguments(parser, *, dataset_help):
+    parser.add_argument("--dataset", default="digits", help=dataset_help)
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+
+
+def _add_output_arguments(parser, *, out_help, default=None):
+    if default is None:
+        parser.add_argument("--out", required=True, help=out_help)
+    else:
+        parser.add_argument("--out", default=default, help=out_help)
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+
+
 def _add_search_arguments(parser):
     _add_model_arguments(parser)
     parser.add_argument("--act-bits", type=_act_bits, default=None,
                         help="activation bits, 2..8 (default: the CIFAR recipe's, 4, as the paper)")
-    parser.add_argument("--dataset", default="digits",
-                        help="digits (default), cifar10, cifar100, mnist, imagenet2012, npz:PATH[,PATH]")
-    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+    _add_data_arguments(parser, dataset_help="digits (default), cifar10, cifar100, mnist, "
+                        "imagenet2012, npz:PATH[,PATH]")
     parser.add_argument("--image-size", type=int, default=16, help="side of the digits images")
     parser.add_argument("--epochs", type=_epochs, default=300,
                         help="epochs per trial (default 300, Appendix A)")
     parser.add_argument("--batch-size", type=_epochs, default=128, help="batch size (default 128)")
-    parser.add_argument("--out", required=True, help="results folder (rerun to resume)")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    _add_output_arguments(parser, out_help="results folder (rerun to resume)")
 
 
-def build_parser():
-    parser = _Parser(
-        prog="tfq-pareto",
-        description="Pareto-efficient quantized CNNs (Chin et al.) on tf_keras + tfmot.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _size_command(commands):
     size = commands.add_parser(
         "size", help="per-layer Eq. (6) size table of a model family at a width and precision",
         description="Prints the per-layer Eq. (6) table (tfq_pareto.summary) of a model family "
@@ -369,6 +375,8 @@ def build_parser():
                       help="relative tolerance on --target-kib (default 0.01)")
     size.set_defaults(handler=_size)
 
+
+def _train_command(commands):
     train = commands.add_parser(
         "train", help="train and evaluate one model family at a width and precision",
         description="Builds a model family at --width, makes it quantization-aware "
@@ -382,10 +390,8 @@ def build_parser():
     train.add_argument("--act-bits", type=_act_bits, default=None,
                        help="activation bits, 2..8 (default: the --recipe's, 4 for cifar and 8 "
                        "for the imagenet ones, as the paper)")
-    train.add_argument("--dataset", default="digits",
-                       help="digits (embedded, default), cifar10, cifar100, mnist, imagenet2012 "
-                       "(tfds, from --data-dir), or npz:TRAIN.npz[,TEST.npz]")
-    train.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+    _add_data_arguments(train, dataset_help="digits (embedded, default), cifar10, cifar100, "
+                        "mnist, imagenet2012 (tfds, from --data-dir), or npz:TRAIN.npz[,TEST.npz]")
     train.add_argument("--download", action="store_true",
                        help="let tensorflow-datasets download missing data (off: fail fast)")
     train.add_argument("--image-size", type=int, default=16,
@@ -408,10 +414,11 @@ def build_parser():
                        default="default",
                        help="tf.distribute strategy: mirrored = all GPUs of this machine, "
                        "multi_worker = the machines in TF_CONFIG")
-    train.add_argument("--out", required=True, help="output folder of the run")
-    train.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    _add_output_arguments(train, out_help="output folder of the run")
     train.set_defaults(handler=_train)
 
+
+def _demo_command(commands):
     demo = commands.add_parser(
         "demo", help="the main job: 8-bit vs 1-bit ResNet-20 at equal size on digits",
         description="Trains an 8-bit ResNet-20 (width 1) and a 1-bit ResNet-20 widened to the "
@@ -419,17 +426,18 @@ def build_parser():
         "and writes results.json and accuracy_vs_size.png into --out. A few minutes on 2 CPU "
         "cores; rerun to resume.",
     )
-    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--epochs", type=_epochs, default=12, help="epochs per model (default 12)")
     demo.add_argument("--act-bits", type=_act_bits, default=8,
                       help="activation bits of both models (default 8)")
     demo.add_argument("--tiny", action="store_true",
                       help="1 epoch on 10%% of the data: a smoke test (seconds)")
-    demo.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     demo.add_argument("--no-export", action="store_true",
                       help="skip exporting the DualPrecision model to int8 / packed TFLite Micro")
+    _add_output_arguments(demo, out_help="output folder (default runs/demo)", default="runs/demo")
     demo.set_defaults(handler=_demo)
 
+
+def _export_command(commands):
     export = commands.add_parser(
         "export", help="QAT model -> int8 .tflite, packed TFLite Micro .tflite, C arrays",
         description="Exports a QAT model saved by train/sweep/search (model.h5): an int8 "
@@ -457,6 +465,8 @@ def build_parser():
                         help="also time TFLM invokes, packed vs int8")
     export.set_defaults(handler=_export)
 
+
+def _analyze_command(commands):
     analyze = commands.add_parser("analyze", help="the paper's diagnostics (Appendix B, F)")
     analyses = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     clip = analyses.add_parser(
@@ -481,6 +491,8 @@ def build_parser():
     memory.add_argument("--batch-size", type=_epochs, default=1, help="images per inference")
     memory.set_defaults(handler=_analyze_memory)
 
+
+def _sweep_command(commands):
     sweep = commands.add_parser(
         "sweep", help="accuracy vs size for several precisions (Fig. 1), front and dominance",
         description="Trains every precision in --bits at every width in --widths (or widened "
@@ -495,6 +507,8 @@ def build_parser():
                       help="Eq. (6) budgets in KiB; each precision is widened to each")
     sweep.set_defaults(handler=_sweep)
 
+
+def _search_command_parser(commands):
     search_parser = commands.add_parser(
         "search", help="best (conv_bits, dw_bits) at a size budget (Sec. 6, Table 7)",
         description="keras-tuner search over conv_bits x dw_bits (just conv_bits without "
@@ -523,9 +537,26 @@ def build_parser():
                                help="trials for random/bayesian (default 10)")
     search_parser.set_defaults(handler=_search_command)
 
+
+def _plot_command(commands):
     plot = commands.add_parser("plot", help="redraw the plots of a sweep or search folder")
     plot.add_argument("dir", help="a --out folder of sweep or search")
     plot.set_defaults(handler=_plot)
+
+
+#: One function per command, in the order ``--help`` lists them.
+COMMANDS = (_size_command, _train_command, _demo_command, _export_command, _analyze_command,
+            _sweep_command, _search_command_parser, _plot_command)
+
+
+def build_parser():
+    parser = _Parser(
+        prog="tfq-pareto",
+        description="Pareto-efficient quantized CNNs (Chin et al.) on tf_keras + tfmot.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(commands)
     return parser
 
 
