@@ -203,6 +203,7 @@ def test_fan_in_scheme_assigns_bits_by_fan_in():
     assert sorted(bits.values()).count(4) == 4  # + the separable conv's two halves (d = 9, 8)
 
 
+@pytest.mark.slow  # whole-model work: ~20 s of the fast suite
 def test_fan_in_scheme_equals_dual_precision_when_it_separates_depthwise():
     model = mobilenet_v2_cifar(1.0, 10)
     fan_in = tfq_pareto.apply(model, scheme=tfq_pareto.FanInPrecisionScheme(((10, 4),), 1))

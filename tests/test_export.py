@@ -260,6 +260,7 @@ def test_four_bit_activations_export_as_int8_and_report_the_change(tmp_path):
     assert manifest["verification"]["keras_top1_agreement"] >= 0.8
 
 
+@pytest.mark.slow  # whole-model work: ~20 s of the fast suite
 def test_saved_and_reloaded_model_exports_the_same_int8_file(tmp_path):
     x, y = _data((16, 16, 3))
     qat = _trained(tfq_pareto.apply(build_mobilenet_like(), conv_bits=1, dw_bits=4), x, y)

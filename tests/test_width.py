@@ -123,6 +123,7 @@ def test_width_for_size_hits_random_reachable_targets(conv_bits):
         assert abs(size - target) <= 0.01 * target
 
 
+@pytest.mark.slow  # whole-model work: ~20 s of the fast suite
 def test_width_for_size_refuses_unreachable_targets():
     with pytest.raises(ValueError, match="outside what widths"):
         tfq_pareto.width_for_size(_builder, 10, conv_bits=1, dw_bits=4)
@@ -152,6 +153,7 @@ def test_width_for_size_bad_arguments(kwargs, match):
         tfq_pareto.width_for_size(_builder, conv_bits=1, **kwargs)
 
 
+@pytest.mark.slow  # whole-model work: ~20 s of the fast suite
 def test_align_widths_to_the_4bit_resnet20():
     builder = lambda w: resnet_cifar(20, w, 10)  # noqa: E731
     widths = tfq_pareto.align_widths(builder, [1, 2, 4], reference_conv_bits=4)
