@@ -69,7 +69,7 @@ def main():
         parser.error(f"--variants must be among {VARIANTS}; received {unknown}")
     datasets = load_cifar(args.train_images, args.data_dir)
     recipe = training.Recipe(warmup_epochs=1).with_epochs(args.epochs)
-    config = experiment.RunConfig(model="resnet_cifar", depth=20, width=0.3438, conv_bits=2,
+    config = experiment.RunConfig(model="resnet_cifar", depth=20, width_multiplier=0.3438, conv_bits=2,
                                   act_bits=4, dataset="cifar10_npz")
     results = {}
     for variant in variants:
@@ -81,13 +81,13 @@ def main():
                                     out_dir=os.path.join(args.out, f"{variant}_{args.seed}"))
         finally:
             undo()
-        results[variant] = record["accuracy"]
+        results[variant] = record.accuracy
         training.write_json(os.path.join(args.out, "summary.json"), {
-            "setting": {"model": "resnet20_cifar", "conv_bits": 2, "width": config.width,
-                        "size_kib": record["size_kib"], "epochs": args.epochs,
+            "setting": {"model": "resnet20_cifar", "conv_bits": 2, "width": config.width_multiplier,
+                        "size_kib": record.size_kib, "epochs": args.epochs,
                         "train_images": args.train_images, "seed": args.seed, "act_bits": 4},
             "accuracy": results})
-        print(f"{variant}: {100 * record['accuracy']:.2f}%", flush=True)
+        print(f"{variant}: {100 * record.accuracy:.2f}%", flush=True)
 
 
 if __name__ == "__main__":

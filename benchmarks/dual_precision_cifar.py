@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _pair(record):
-    return [record["conv_bits"], record["dw_bits"]]
+    return [record.conv_bits, record.dw_bits]
 
 
 def main():
@@ -63,9 +63,9 @@ def main():
 
     datasets = load_cifar(args.train_images, args.data_dir, args.test_images)
     info = datasets.info
-    base = experiment.RunConfig(model="mobilenet_v2_cifar", width=1.0, conv_bits=8, dw_bits=8,
+    base = experiment.RunConfig(model="mobilenet_v2_cifar", width_multiplier=1.0, conv_bits=8, dw_bits=8,
                                 act_bits=4, dataset="cifar10_npz")
-    budget = search.budget_of(base, info, width=args.budget_width, conv_bits=8, dw_bits=8)
+    budget = search.budget_of(base, info, width_multiplier=args.budget_width, conv_bits=8, dw_bits=8)
     recipe = training.Recipe(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                              batch_size=128)
     proxy_recipe = training.Recipe(warmup_epochs=args.warmup_epochs,
@@ -74,13 +74,13 @@ def main():
     grid = search.dual_precision_search(base, budget, bits=bits, recipe=recipe,
                                         out_dir=os.path.join(args.out, "grid"),
                                         datasets=datasets, verbose=2, tolerance=args.tolerance)
-    done = [r for r in grid["records"] if r.get("accuracy") is not None]
+    done = [r for r in grid["records"] if r.done]
     eight = next((r for r in done if _pair(r) == [8, 8]), None)
     best = grid["best"]
-    grid_seconds = sum(r["train_seconds"] for r in done)
+    grid_seconds = sum(r.train_seconds for r in done)
 
     mean_trial = grid_seconds / len(done)
-    ranked_grid = [_pair(r) for r in sorted(done, key=lambda r: r["accuracy"], reverse=True)]
+    ranked_grid = [_pair(r) for r in sorted(done, key=lambda r: r.accuracy, reverse=True)]
     strategies = []
     for k in [int(v) for v in args.top_k.split(",")]:
         out_k = os.path.join(args.out, "proxy" if k == 1 else f"proxy_top{k}")
@@ -98,16 +98,16 @@ def main():
             "proxy": {"fraction": args.proxy_fraction, "epochs": args.proxy_epochs,
                       "trials": len(proxy["proxy_records"]),
                       "train_seconds": proxy["train_seconds"]["proxy"]},
-            # Trials that trained: a sweep over chosen pairs also lists the cross-product
-            # pairs it refused ("not in the sweep's list") as failed trials.
-            "final_trainings": sum(r.get("accuracy") is not None for r in proxy["records"]),
+            "final_trainings": sum(r.done for r in proxy["records"]),
             "final_train_seconds": proxy["train_seconds"]["final"],
             "train_seconds": seconds,
             "in_full_trainings": seconds / mean_trial,
             "ratio_to_grid": seconds / grid_seconds,
             "proxy_ranking": proxy["ranking"],
-            "pick": None if pick is None else {k2: pick.get(k2) for k2 in (
-                "conv_bits", "dw_bits", "width", "size_kib", "accuracy")},
+            "pick": None if pick is None else {
+                "conv_bits": pick.conv_bits, "dw_bits": pick.dw_bits,
+                "width": pick.width_multiplier, "size_kib": pick.size_kib,
+                "accuracy": pick.accuracy},
             "same_pair_as_grid": pick is not None and best is not None
             and _pair(pick) == _pair(best),
             "grid_rank_of_pick": None if pick is None or _pair(pick) not in ranked_grid
@@ -115,9 +115,10 @@ def main():
         })
 
     def short(r):
-        return None if r is None else {k: r.get(k) for k in (
-            "conv_bits", "dw_bits", "width", "size_bits", "size_kib", "accuracy",
-            "train_seconds")}
+        return None if r is None else {
+            "conv_bits": r.conv_bits, "dw_bits": r.dw_bits, "width": r.width_multiplier,
+            "size_bits": r.size_bits, "size_kib": r.size_kib, "accuracy": r.accuracy,
+            "train_seconds": r.train_seconds}
 
     summary = {
         "model": "mobilenet_v2_cifar",
@@ -129,13 +130,13 @@ def main():
         "size_tolerance": args.tolerance,
         "bits": bits,
         "grid": [short(r) for r in grid["records"]],
-        "grid_failed": [{"pair": _pair(r), "message": (r.get("message") or "").strip()
+        "grid_failed": [{"pair": _pair(r), "message": (r.message or "").strip()
                          .splitlines()[-1]}
-                        for r in grid["records"] if r.get("accuracy") is None],
+                        for r in grid["records"] if not r.done],
         "best_pair": short(best),
         "eight_bit": short(eight),
         "gain_over_8bit_points": None if eight is None or best is None
-        else 100 * (best["accuracy"] - eight["accuracy"]),
+        else 100 * (best.accuracy - eight.accuracy),
         "search_cost": {
             "measure": "wall-clock training seconds summed over trials (evaluation excluded)",
             "grid_trainings": len(done),

@@ -67,34 +67,35 @@ def main():
     info = datasets.info
     bits = [int(b) for b in args.bits.split(",")]
     widths = [float(w) for w in args.budget_widths.split(",")]
-    base = experiment.RunConfig(model=args.model, depth=20, width=1.0, conv_bits=4,
+    base = experiment.RunConfig(model=args.model, depth=20, width_multiplier=1.0, conv_bits=4,
                                 act_bits=4, dataset="cifar10_npz")
-    budgets = [search.budget_of(base, info, width=w, conv_bits=4, dw_bits=4) for w in widths]
+    budgets = [search.budget_of(base, info, width_multiplier=w, conv_bits=4, dw_bits=4) for w in widths]
     warmup = min(1, args.epochs - 1) if args.warmup_epochs is None else args.warmup_epochs
     recipe = training.Recipe(epochs=args.epochs, warmup_epochs=warmup, batch_size=128)
     result = search.sweep(base, bits=bits, budgets_bits=budgets, recipe=recipe,
                           out_dir=os.path.join(out, "sweep"), datasets=datasets, verbose=2,
                           tolerance=args.tolerance)
-    records = [r for r in result["records"] if r.get("accuracy") is not None]
-    cheapest = min(records, key=lambda r: r["size_bits"])
-    repeats = [cheapest["accuracy"]]
+    records = [r for r in result["records"] if r.done]
+    cheapest = min(records, key=lambda r: r.size_bits)
+    repeats = [cheapest.accuracy]
     for k in range(args.repeats):
-        config = dataclasses.replace(base, conv_bits=cheapest["conv_bits"], dw_bits=cheapest.get("dw_bits"),
-                                     width=cheapest["width"])
+        config = dataclasses.replace(base, conv_bits=cheapest.conv_bits, dw_bits=cheapest.dw_bits,
+                                     width_multiplier=cheapest.width_multiplier)
         record = experiment.run(config, recipe, out_dir=os.path.join(out, f"repeat_{k}"),
                                 datasets=datasets, verbose=0)
-        repeats.append(record["accuracy"])
+        repeats.append(record.accuracy)
     summary = {
         "model": args.model, "schedule": {"epochs": args.epochs, "warmup_epochs": warmup,
                                           "train_images": info.num_train,
                                           "test_images": "10,000 (full CIFAR-10 test)",
                                           "act_bits": 4, "batch_size": 128, "lr": 0.05},
         "budgets_bits": budgets, "budget_widths_4bit": widths, "size_tolerance": args.tolerance,
-        "records": [{k: r[k] for k in ("conv_bits", "width", "size_bits", "size_kib", "accuracy")}
+        "records": [{"conv_bits": r.conv_bits, "width": r.width_multiplier,
+                     "size_bits": r.size_bits, "size_kib": r.size_kib, "accuracy": r.accuracy}
                     for r in records],
-        "front": [(r["conv_bits"], r["size_kib"]) for r in result["front"]],
+        "front": [(r.conv_bits, r.size_kib) for r in result["front"]],
         "dominance": result["dominance"],
-        "cheapest_point_repeats": {"conv_bits": cheapest["conv_bits"], "width": cheapest["width"],
+        "cheapest_point_repeats": {"conv_bits": cheapest.conv_bits, "width": cheapest.width_multiplier,
                                    "accuracies": repeats, "spread": max(repeats) - min(repeats)},
     }
     training.write_json(os.path.join(out, "summary.json"), summary)

@@ -65,10 +65,10 @@ def main():
                                  warmup_epochs=args.warmup_epochs, act_bits=8)
     base = experiment.RunConfig(model="resnet_cifar", depth=20, conv_bits=4,
                                 dataset="cifar10_npz")
-    budget = search.budget_of(base, info, width=args.reference_width, conv_bits=4)
+    budget = search.budget_of(base, info, width_multiplier=args.reference_width, conv_bits=4)
 
     def builder(width):
-        return experiment.build_float_model(dataclasses.replace(base, width=width), info)
+        return experiment.build_float_model(dataclasses.replace(base, width_multiplier=width), info)
 
     half_test = _every_other(test_raw, info, recipe.batch_size)
     runs = []
@@ -79,20 +79,20 @@ def main():
             width = widths[bits]
             out = os.path.join(args.out, f"b{bits}_s{seed}")
             keras.utils.set_random_seed(seed)
-            config = dataclasses.replace(base, conv_bits=bits, width=round(width, 4))
+            config = dataclasses.replace(base, conv_bits=bits, width_multiplier=round(width, 4))
             record = experiment.run(config, recipe, out_dir=out, datasets=datasets, verbose=2)
             half_path = os.path.join(out, "every_other.json")
             if os.path.exists(half_path):
                 with open(half_path, encoding="utf-8") as f:
                     half = json.load(f)["accuracy"]
             else:
-                model = tfq_pareto.load_model(record["model_file"], compile=False)
+                model = tfq_pareto.load_model(record.model_file, compile=False)
                 model.compile(metrics=[keras.metrics.SparseCategoricalAccuracy()])
                 half = float(model.evaluate(half_test, verbose=0)[-1])
                 training.write_json(half_path, {"accuracy": half})
-            runs.append({"conv_bits": bits, "seed": seed, "width": config.width,
-                         "size_bits": record["size_bits"], "accuracy_full": record["accuracy"],
-                         "accuracy_every_other": half, "train_seconds": record["train_seconds"]})
+            runs.append({"conv_bits": bits, "seed": seed, "width": config.width_multiplier,
+                         "size_bits": record.size_bits, "accuracy_full": record.accuracy,
+                         "accuracy_every_other": half, "train_seconds": record.train_seconds})
             training.write_json(os.path.join(args.out, "summary.json"),
                                 _summary(args, budget, recipe, runs))
     summary = _summary(args, budget, recipe, runs)

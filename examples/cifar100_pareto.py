@@ -47,7 +47,7 @@ def main():
                                            dataset=args.dataset)
 
     def builder(width):
-        return tfq_pareto.experiment.build_float_model(dataclasses.replace(base, width=width), info)
+        return tfq_pareto.experiment.build_float_model(dataclasses.replace(base, width_multiplier=width), info)
 
     points = []
     for reference in args.reference_widths:
@@ -55,13 +55,13 @@ def main():
                                          reference_conv_bits=4, reference_dw_bits=args.dw_bits,
                                          tolerance=0.03)
         for bits in args.bits:
-            config = dataclasses.replace(base, conv_bits=bits, width=widths[bits])
+            config = dataclasses.replace(base, conv_bits=bits, width_multiplier=widths[bits])
             out = os.path.join(args.out, f"ref{reference:.2f}_b{bits}")
             print(f"{bits}-bit at width {widths[bits]:.3f} (size of the 4-bit w={reference})", flush=True)
             record = tfq_pareto.experiment.run(config, recipe, out_dir=out, verbose=2,
                                                datasets=datasets)
             points.append({"bits": bits, "reference_width": reference, "width": widths[bits],
-                           "size_kib": record["size_kib"], "accuracy": record["accuracy"]})
+                           "size_kib": record.size_kib, "accuracy": record.accuracy})
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "points.json"), "w", encoding="utf-8") as f:
         json.dump(points, f, indent=2)

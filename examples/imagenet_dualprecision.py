@@ -72,12 +72,12 @@ def main():
         info = dataclasses.replace(info, image_shape=(32, 32, 3), augmentation="imagenet")
         datasets = (train_raw, test_raw, info)
     dw_bits = args.dw_bits if args.model == "mobilenet_v2" else None
-    base = tfq_pareto.experiment.RunConfig(model=args.model, width=args.reference_width,
+    base = tfq_pareto.experiment.RunConfig(model=args.model, width_multiplier=args.reference_width,
                                            conv_bits=8, dw_bits=8 if dw_bits else None,
                                            act_bits=None, dataset=dataset)  # recipe's: 8
 
     def builder(width):
-        return tfq_pareto.experiment.build_float_model(dataclasses.replace(base, width=width), info)
+        return tfq_pareto.experiment.build_float_model(dataclasses.replace(base, width_multiplier=width), info)
 
     target = tfq_pareto.model_size(builder(args.reference_width), conv_bits=8)
     width = tfq_pareto.width_for_size(builder, target, conv_bits=args.conv_bits, dw_bits=dw_bits,
@@ -87,15 +87,15 @@ def main():
     for label, config in [
         ("8-bit", base),
         (f"DualPrecision {args.conv_bits}/{dw_bits}",
-         dataclasses.replace(base, conv_bits=args.conv_bits, dw_bits=dw_bits, width=width)),
+         dataclasses.replace(base, conv_bits=args.conv_bits, dw_bits=dw_bits, width_multiplier=width)),
     ]:
-        out = os.path.join(args.out, f"{config.model}_c{config.conv_bits}_w{config.width:.3f}")
+        out = os.path.join(args.out, f"{config.model}_c{config.conv_bits}_w{config.width_multiplier:.3f}")
         record = tfq_pareto.experiment.run(config, recipe, out_dir=out, verbose=2,
                                            strategy=strategy, datasets=datasets)
-        results.append((label, config.width, record))
+        results.append((label, config.width_multiplier, record))
     print(f"\n{'model':<22}{'width':>7}{'size KiB':>10}{'top-1':>8}")
     for label, width, record in results:
-        print(f"{label:<22}{width:>7.3f}{record['size_kib']:>10.1f}{100 * record['accuracy']:>7.2f}%")
+        print(f"{label:<22}{width:>7.3f}{record.size_kib:>10.1f}{100 * record.accuracy:>7.2f}%")
 
 
 if __name__ == "__main__":

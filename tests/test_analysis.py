@@ -147,7 +147,7 @@ def test_table2_configs_build_the_five_fan_ins():
     assert len(runs) == 15 and [r["group"] for r in runs[::3]] == list(TABLE2)
     by_key = {(r["group"], r["setting"]): r["config"] for r in runs}
     assert by_key[("4x3x3", "high")].conv_bits == by_key[("4x3x3", "high")].dw_bits == 4
-    assert by_key[("4x3x3", "low")].width == 0.5 and by_key[("4x3x3", "low_grown")].width == 1.0
+    assert by_key[("4x3x3", "low")].width_multiplier == 0.5 and by_key[("4x3x3", "low_grown")].width_multiplier == 1.0
     info = tfq_pareto.data.DatasetInfo("c", 100, (32, 32, 3), 1, 1, (0,) * 3, (1,) * 3)
     for group, expected_d in (("1x12x12", 144), ("16x3x3", 144)):
         model = tfq_pareto.experiment.build_float_model(by_key[(group, "low")], info)

@@ -135,5 +135,5 @@ def test_ablation_benchmark_trains_each_variant(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["accuracy"]) == {"current", "tfmot_ranges", "decoupled"}
     records = {v: json.loads((out / f"{v}_0" / "record.json").read_text()) for v in summary["accuracy"]}
-    assert {r["config"]["width"] for r in records.values()} == {0.3438}
+    assert {r["config"]["width_multiplier"] for r in records.values()} == {0.3438}
     assert all(0.0 <= a <= 1.0 for a in summary["accuracy"].values())

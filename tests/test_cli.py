@@ -145,7 +145,10 @@ def test_demo_tiny_runs_end_to_end(tmp_path):
         results = json.load(f)
     eight, one = results["records"]
     assert eight["config"]["conv_bits"] == 8 and one["config"]["conv_bits"] == 1
-    assert one["config"]["width"] > 2 * eight["config"]["width"]
+    assert one["width_multiplier"] > 2 * eight["width_multiplier"]
+    assert one["config"]["width_multiplier"] == one["width_multiplier"]
+    assert [r["label"] for r in results["records"]] == ["8-bit, width 1",
+                                                        "1-bit DualPrecision, equal size"]
     assert abs(one["size_bits"] - eight["size_bits"]) <= 0.02 * eight["size_bits"]
     assert os.path.getsize(os.path.join(out, "accuracy_vs_size.png")) > 1000
     # It ends by exporting the DualPrecision model and printing the three sizes.

@@ -58,11 +58,11 @@ RECIPE = training.Recipe(epochs=1, warmup_epochs=0, batch_size=48)
 @pytest.mark.slow
 def test_tiny_sweep_writes_tables_plots_front_and_dominance(tmp_path):
     base = experiment.RunConfig(model="resnet_cifar", depth=20, dataset="digits")
-    result = search.sweep(base, bits=[1, 4], widths=[0.25, 0.5], recipe=RECIPE,
+    result = search.sweep(base, bits=[1, 4], width_multipliers=[0.25, 0.5], recipe=RECIPE,
                           out_dir=str(tmp_path), datasets=_tiny_datasets())
     records = result["records"]
-    assert len(records) == 4 and all(r["status"] == "COMPLETED" for r in records)
-    sizes = {(r["conv_bits"], r["width"]): r["size_bits"] for r in records}
+    assert len(records) == 4 and all(r.status == "COMPLETED" for r in records)
+    sizes = {(r.conv_bits, r.width_multiplier): r.size_bits for r in records}
     assert sizes[(1, 0.5)] < sizes[(4, 0.5)] and sizes[(1, 0.25)] < sizes[(1, 0.5)]
     for name in ("results.json", "results.csv", "pareto.png"):
         assert (tmp_path / name).exists(), name
@@ -86,15 +86,15 @@ def test_killed_sweep_resumes_and_trains_every_trial_once(tmp_path, monkeypatch)
 
     monkeypatch.setattr(training, "train", counting)
     base = experiment.RunConfig(model="resnet_cifar", depth=20, dataset="digits")
-    kwargs = dict(bits=[1, 4], widths=[0.25, 0.5], recipe=RECIPE, out_dir=str(tmp_path),
+    kwargs = dict(bits=[1, 4], width_multipliers=[0.25, 0.5], recipe=RECIPE, out_dir=str(tmp_path),
                   datasets=_tiny_datasets())
     with pytest.raises(KeyboardInterrupt):
         search.sweep(base, **kwargs)
     result = search.sweep(base, **kwargs)
     assert len(trained) == 5  # 2 finished + 1 killed + the killed point again + the last
-    points = [(r["conv_bits"], r["width"]) for r in result["records"]]
+    points = [(r.conv_bits, r.width_multiplier) for r in result["records"]]
     assert sorted(points) == [(1, 0.25), (1, 0.5), (4, 0.25), (4, 0.5)]
-    assert all(r["status"] == "COMPLETED" and r["tuner_id"] == "tuner0" for r in result["records"])
+    assert all(r.status == "COMPLETED" and r.tuner_id == "tuner0" for r in result["records"])
     again = search.sweep(base, **kwargs)  # finished: nothing trains
     assert len(trained) == 5 and len(again["records"]) == 4
 
@@ -103,16 +103,16 @@ def test_killed_sweep_resumes_and_trains_every_trial_once(tmp_path, monkeypatch)
 def test_tiny_grid_search_with_an_unreachable_pair(tmp_path):
     base = experiment.RunConfig(model="mobilenet_v2_cifar", dataset="digits")
     datasets = _tiny_datasets()
-    budget = search.budget_of(base, datasets.info, width=0.2, conv_bits=8, dw_bits=8)
+    budget = search.budget_of(base, datasets.info, width_multiplier=0.2, conv_bits=8, dw_bits=8)
     result = search.dual_precision_search(base, budget, bits=[1, 8], recipe=RECIPE,
                                           out_dir=str(tmp_path), datasets=datasets)
-    records = {(r["conv_bits"], r["dw_bits"]): r for r in result["records"]}
+    records = {(r.conv_bits, r.dw_bits): r for r in result["records"]}
     assert set(records) == {(1, 1), (1, 8), (8, 1), (8, 8)}
-    assert records[(8, 8)]["status"] == "COMPLETED"
+    assert records[(8, 8)].status == "COMPLETED"
     for r in records.values():
-        if r["status"] == "FAILED":
-            assert "budget unreachable" in r["message"]
-    assert result["best"] is not None and result["best"]["accuracy"] >= 0
+        if r.status == "FAILED":
+            assert "budget unreachable" in r.message
+    assert result["best"] is not None and result["best"].accuracy >= 0
     for name in ("results.json", "results.csv", "pareto.png", "grid.png"):
         assert (tmp_path / name).exists(), name
 
@@ -120,11 +120,13 @@ def test_tiny_grid_search_with_an_unreachable_pair(tmp_path):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"bits": [], "widths": [1.0]}, "at least one precision"),
-        ({"bits": [0, 4], "widths": [1.0]}, "bits must be an int in 1..8; received 0"),
-        ({"bits": [1, 9], "widths": [1.0]}, "received 9"),
-        ({"bits": [1], "widths": [0.0]}, "widths must be numbers > 0"),
-        ({"bits": [1]}, "exactly one of widths and budgets_bits"),
+        ({"bits": [], "width_multipliers": [1.0]}, "at least one precision"),
+        ({"bits": [0, 4], "width_multipliers": [1.0]}, "bits must be an int in 1..8; received 0"),
+        ({"bits": [1, 9], "width_multipliers": [1.0]}, "received 9"),
+        ({"bits": [1], "width_multipliers": [0.0]}, "width_multipliers must be numbers > 0"),
+        ({"bits": [1], "widths": [0.0]}, "width_multipliers must be numbers > 0"),  # old name
+        ({"bits": [1], "widths": [1.0], "width_multipliers": [1.0]}, "received both"),
+        ({"bits": [1]}, "exactly one of width_multipliers and budgets_bits"),
     ],
 )
 def test_bad_sweep_inputs_fail_before_training(tmp_path, kwargs, match):
@@ -225,7 +227,7 @@ def test_every_oracle_can_be_made_and_proposes_a_trial_in_the_space(name, cls, l
 def test_random_oracle_search(tmp_path):
     base = experiment.RunConfig(model="resnet_cifar", depth=20, dataset="digits")
     datasets = _tiny_datasets()
-    budget = search.budget_of(base, datasets.info, width=0.25, conv_bits=8)
+    budget = search.budget_of(base, datasets.info, width_multiplier=0.25, conv_bits=8)
     result = search.dual_precision_search(base, budget, bits=[1, 2, 4, 8], oracle="random",
                                           max_trials=2, recipe=RECIPE, out_dir=str(tmp_path),
                                           datasets=datasets)
@@ -244,29 +246,29 @@ def test_proxy_search_trains_the_proxy_grid_then_only_its_best_pair(tmp_path, mo
     monkeypatch.setattr(training, "train", counting)
     base = experiment.RunConfig(model="mobilenet_v2_cifar", dataset="digits")
     datasets = _tiny_datasets()
-    budget = search.budget_of(base, datasets.info, width=0.3, conv_bits=8, dw_bits=8)
+    budget = search.budget_of(base, datasets.info, width_multiplier=0.3, conv_bits=8, dw_bits=8)
     kwargs = dict(bits=[2, 8], recipe=RECIPE, out_dir=str(tmp_path), datasets=datasets,
                   proxy_fraction=0.5)
     result = search.proxy_search(base, budget, **kwargs)
-    proxy = [r for r in result["proxy_records"] if r.get("accuracy") is not None]
+    proxy = [r for r in result["proxy_records"] if r.done]
     assert len(result["proxy_records"]) == 4 and proxy
     # Every proxy pair is narrower than the budget allows: at most half of it.
-    assert all(r["size_bits"] <= 0.5 * budget * 1.03 for r in proxy)
-    ranked = sorted(proxy, key=lambda r: r["accuracy"], reverse=True)
-    assert result["ranking"] == [[r["conv_bits"], r["dw_bits"]] for r in ranked]
+    assert all(r.size_bits <= 0.5 * budget * 1.03 for r in proxy)
+    ranked = sorted(proxy, key=lambda r: r.accuracy, reverse=True)
+    assert result["ranking"] == [[r.conv_bits, r.dw_bits] for r in ranked]
     # Then only the proxy's best pair that the full budget can take (a pair whose
     # channel counts jump over the budget is skipped).
     (final,) = result["records"]
     skipped = result["unreachable_at_budget"]
-    assert [final["conv_bits"], final["dw_bits"]] == result["ranking"][len(skipped)]
+    assert [final.conv_bits, final.dw_bits] == result["ranking"][len(skipped)]
     assert result["ranking"][:len(skipped)] == skipped
-    assert abs(final["size_bits"] - budget) <= 0.03 * budget  # the default tolerance
-    assert result["best"]["trial_id"] == final["trial_id"]
+    assert abs(final.size_bits - budget) <= 0.03 * budget  # the default tolerance
+    assert result["best"].trial_id == final.trial_id
     assert len(trained) == len(proxy) + 1
     assert result["train_seconds"]["proxy"] > 0 and result["train_seconds"]["final"] > 0
     assert (tmp_path / "results.json").exists() and (tmp_path / "proxy" / "grid.png").exists()
     again = search.proxy_search(base, budget, **kwargs)  # finished: nothing trains
-    assert len(trained) == len(proxy) + 1 and again["best"]["accuracy"] == final["accuracy"]
+    assert len(trained) == len(proxy) + 1 and again["best"].accuracy == final.accuracy
 
 
 @pytest.mark.parametrize(

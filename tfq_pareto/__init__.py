@@ -7,7 +7,7 @@ Public API::
     width = tfq_pareto.width_for_size(builder, target_bits, conv_bits=1)
 """
 
-from tfq_pareto import analysis, data, experiment, models, plan, training
+from tfq_pareto import analysis, data, experiment, models, plan, records, training
 from tfq_pareto.backend import keras
 from tfq_pareto.clipping import CLIPPING_CONSTANTS, clipping_constant, clipping_constants
 from tfq_pareto.configs import (
@@ -32,6 +32,7 @@ from tfq_pareto.scheme import (
 )
 from tfq_pareto.fan_in import FanInPrecisionScheme
 from tfq_pareto.plan import LayerPlan, QuantizationPlan, plan_of
+from tfq_pareto.records import TrialRecord
 from tfq_pareto.saving import load_model, save_model
 from tfq_pareto.size import (
     LayerSize,
@@ -63,6 +64,7 @@ __all__ = [
     "QuantizationPlan",
     "ReLUQuantizeConfig",
     "SizeSummary",
+    "TrialRecord",
     "align_widths",
     "analysis",
     "apply",
@@ -78,6 +80,7 @@ __all__ = [
     "model_size",
     "models",
     "plan",
+    "records",
     "plan_of",
     "quantize_scope",
     "quantize_weights",

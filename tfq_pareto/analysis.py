@@ -250,7 +250,7 @@ def table2_configs(*, width_multiplier=0.5, high_bits=4, low_bits=1, grow=2.0,
         for setting, bits, width in (("high", high_bits, width_multiplier),
                                      ("low", low_bits, width_multiplier),
                                      ("low_grown", low_bits, width_multiplier * grow)):
-            config = RunConfig(model="vgg11", variant="C", width=width, conv_bits=bits,
+            config = RunConfig(model="vgg11", variant="C", width_multiplier=width, conv_bits=bits,
                                dw_bits=bits, act_bits=act_bits, dataset=dataset,
                                dw_fan_in=group)
             runs.append({"group": group, "setting": setting, "config": config})

@@ -10,6 +10,7 @@ from tfq_pareto import checks, training
 from tfq_pareto.backend import keras
 from tfq_pareto.models import FAMILIES, family_builder
 from tfq_pareto.quantizers import check_bits
+from tfq_pareto.records import TrialRecord, migrate_config
 from tfq_pareto.saving import save_model
 from tfq_pareto.scheme import apply
 from tfq_pareto.size import model_size
@@ -21,7 +22,7 @@ MODEL_FILE = "model.h5"
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """What to train: a family at a width, its precision, and the data.
+    """What to train: a family at a width multiplier, its precision, and the data.
 
     ``dw_fan_in`` ("CxKxK", e.g. "4x3x3"; vgg11 variants only) sets the depthwise
     convs' fan-in as in Table 2 (:data:`tfq_pareto.models.vgg.TABLE2_FAN_INS`).
@@ -33,7 +34,7 @@ class RunConfig:
     model: str = "resnet_cifar"
     depth: int = 20
     variant: str = None
-    width: float = 1.0
+    width_multiplier: float = 1.0
     conv_bits: int = 1
     dw_bits: int = None
     first_last_bits: int = 8
@@ -50,12 +51,23 @@ class RunConfig:
         check_bits("first_last_bits", self.first_last_bits)
         if self.act_bits is not None:
             check_bits("act_bits", self.act_bits, range(2, 9))
-        checks.check_positive("width", self.width)
+        checks.check_positive("width_multiplier", self.width_multiplier)
         if self.dw_fan_in is not None:
             if self.model != "vgg11":
                 raise ValueError(f"dw_fan_in applies to model 'vgg11' only; received model "
                                  f"{self.model!r} with dw_fan_in={self.dw_fan_in!r}")
             parse_fan_in(self.dw_fan_in)
+
+    @classmethod
+    def from_dict(cls, values):
+        """The config of a stored dict (``record.json``, ``results.json``); files written
+        before the rename carry ``width``, read as ``width_multiplier``."""
+        values = migrate_config(values)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown RunConfig fields {unknown}; allowed: {sorted(names)}")
+        return cls(**values)
 
 
 def parse_fan_in(text):
@@ -74,7 +86,7 @@ def build_float_model(config, info):
         variant=config.variant if config.model == "vgg11" else None,
         dw_fan_in=None if config.dw_fan_in is None else parse_fan_in(config.dw_fan_in),
         num_classes=info.num_classes, input_shape=info.image_shape)
-    return builder(config.width)
+    return builder(config.width_multiplier)
 
 
 def has_depthwise(model):
@@ -103,7 +115,7 @@ def run(config, recipe, *, out_dir, data_dir=None, download=False, image_size=16
     recipe's, and the record holds the value used.
 
     Returns:
-      The record dict (also written to ``out_dir/record.json``).
+      A :class:`tfq_pareto.records.TrialRecord` (also written to ``out_dir/record.json``).
     """
     if config.act_bits is None:
         config = dataclasses.replace(config, act_bits=recipe.act_bits)
@@ -113,9 +125,11 @@ def run(config, recipe, *, out_dir, data_dir=None, download=False, image_size=16
         import json  # pylint: disable=import-outside-toplevel
 
         with open(record_path, encoding="utf-8") as f:
-            record = json.load(f)
-        if all(record.get(k) == v for k, v in wanted.items()):
-            return record
+            stored = json.load(f)
+        if isinstance(stored.get("config"), dict):
+            stored["config"] = migrate_config(stored["config"])
+        if all(stored.get(k) == v for k, v in wanted.items()):
+            return TrialRecord.from_dict(stored)
     train_raw, test_raw, info = data_lib.as_datasets(datasets) if datasets else data_lib.load(
         config.dataset, data_dir=data_dir, download=download, image_size=image_size)
     float_model, depthwise = check_config(config, info)
@@ -140,19 +154,13 @@ def run(config, recipe, *, out_dir, data_dir=None, download=False, image_size=16
     loss, accuracy = model.evaluate(test_data, verbose=0)
     save_model(model, os.path.join(out_dir, MODEL_FILE))
     size_bits = model_size(model)
-    record = {
-        **wanted,
-        "model_name": float_model.name,
-        "dataset_info": dataclasses.asdict(info),
-        "size_bits": size_bits,
-        "size_kib": size_bits / 8192,
-        "params": float_model.count_params(),
-        "accuracy": float(accuracy),
-        "loss": float(loss),
-        "train_seconds": seconds,
-        "epochs_run": len(history.get("epoch", [])) or recipe.epochs,
-        "history_csv": os.path.join(out_dir, "history.csv"),
-        "model_file": os.path.join(out_dir, MODEL_FILE),
-    }
-    training.write_json(record_path, record)
+    record = TrialRecord(
+        conv_bits=config.conv_bits, dw_bits=dw_bits, width_multiplier=config.width_multiplier,
+        config=wanted["config"], recipe=wanted["recipe"], model_name=float_model.name,
+        dataset_info=dataclasses.asdict(info), size_bits=size_bits, size_kib=size_bits / 8192,
+        params=float_model.count_params(), accuracy=float(accuracy), loss=float(loss),
+        train_seconds=seconds, epochs_run=len(history.get("epoch", [])) or recipe.epochs,
+        history_csv=os.path.join(out_dir, "history.csv"),
+        model_file=os.path.join(out_dir, MODEL_FILE))
+    training.write_json(record_path, record.to_dict())
     return record

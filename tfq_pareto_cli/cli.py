@@ -1,9 +1,9 @@
 """The ``tfq-pareto`` command line: a thin layer over the public API.
 
     tfq-pareto demo
-    tfq-pareto train --model resnet_cifar --depth 20 --width 2 --conv-bits 1 --act-bits 4 \
+    tfq-pareto train --model resnet_cifar --depth 20 --width-multiplier 2 --conv-bits 1 --act-bits 4 \
         --dataset cifar100 --epochs 300 --out runs/r20_w2_1bit
-    tfq-pareto size --model resnet_cifar --depth 20 --width 1.5 --conv-bits 1
+    tfq-pareto size --model resnet_cifar --depth 20 --width-multiplier 1.5 --conv-bits 1
     tfq-pareto export runs/r20_w2_1bit/model.h5 --data digits --out export/
 """
 
@@ -63,8 +63,9 @@ def _add_model_arguments(parser):
 
 
 def _add_precision_arguments(parser):
-    parser.add_argument("--width", type=_positive, default=1.0,
-                        help="width multiplier: every channel count times it (default 1.0)")
+    parser.add_argument("--width-multiplier", "--width", dest="width_multiplier", type=_positive,
+                        default=1.0, help="width multiplier: every channel count times it "
+                        "(default 1.0; --width is the short form)")
     parser.add_argument("--conv-bits", type=_bits, required=True,
                         help="weight bits of standard convs and dense layers, 1..8")
     parser.add_argument("--dw-bits", type=_bits, default=None,
@@ -80,7 +81,7 @@ def _size(args, out):
 
     builder = family_builder(args.model, depth=args.depth, variant=args.variant,
                              num_classes=args.num_classes)
-    width = args.width
+    width = args.width_multiplier
     if args.target_kib is not None:
         width = width_for_size(builder, args.target_kib * 8 * 1024, conv_bits=args.conv_bits,
                                dw_bits=args.dw_bits, first_last_bits=args.first_last_bits,
@@ -124,7 +125,8 @@ def _train(args, out):
     from tfq_pareto import data, experiment, training  # pylint: disable=import-outside-toplevel
 
     config = experiment.RunConfig(
-        model=args.model, depth=args.depth, variant=args.variant, width=args.width,
+        model=args.model, depth=args.depth, variant=args.variant,
+        width_multiplier=args.width_multiplier,
         conv_bits=args.conv_bits, dw_bits=args.dw_bits, first_last_bits=args.first_last_bits,
         act_bits=args.act_bits, dataset=args.dataset)
     recipe = _recipe(args)
@@ -135,9 +137,9 @@ def _train(args, out):
     strategy = training.make_strategy(args.strategy)
     record = experiment.run(config, recipe, out_dir=args.out, verbose=0 if args.quiet else 2,
                             strategy=strategy, datasets=datasets)
-    print(f"{record['model_name']}: {config.conv_bits}-bit convs, size {record['size_bits']:,} "
-          f"bits ({record['size_kib']:.2f} KiB), {record['params']:,} params, "
-          f"test accuracy {100 * record['accuracy']:.2f}% -> {args.out}", file=out)
+    print(f"{record.model_name}: {config.conv_bits}-bit convs, size {record.size_bits:,} "
+          f"bits ({record.size_kib:.2f} KiB), {record.params:,} params, "
+          f"test accuracy {100 * record.accuracy:.2f}% -> {args.out}", file=out)
     return 0
 
 
@@ -150,13 +152,12 @@ def _demo(args, out):
     result = demo.run_demo(args.out, epochs=args.epochs, act_bits=args.act_bits, tiny=args.tiny,
                            verbose=0 if args.quiet else 2, log=log)
     print(file=out)
-    print(demo.format_table(result["records"]), file=out)
+    print(demo.format_table(result["records"], result["labels"]), file=out)
     print(f"\nwrote {result['files']['results']} and {result['files']['plot']}", file=out)
     if args.no_export:
         return 0
-    dual = result["records"][-1]
-    print(f"\nexporting the DualPrecision model ({dual['label']}) to TFLite / TFLite Micro:",
-          file=out, flush=True)
+    print(f"\nexporting the DualPrecision model ({result['labels'][-1]}) to TFLite / "
+          "TFLite Micro:", file=out, flush=True)
     _print_export(demo.export_dual_precision(result, args.out), out)
     return 0
 
@@ -217,7 +218,7 @@ def _analyze_memory(args, out):
 
     builder = family_builder(args.model, depth=args.depth, variant=args.variant,
                              num_classes=args.num_classes)
-    footprint = memory_footprint(builder(args.width), batch_size=args.batch_size,
+    footprint = memory_footprint(builder(args.width_multiplier), batch_size=args.batch_size,
                                  conv_bits=args.conv_bits, dw_bits=args.dw_bits,
                                  first_last_bits=args.first_last_bits, act_bits=args.act_bits)
     print(footprint, file=out)
@@ -267,18 +268,19 @@ def _sweep(args, out):
 
     datasets = data.load(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
     budgets = [kib * 8192 for kib in args.budgets_kib] if args.budgets_kib else None
-    result = search.sweep(_run_config(args), bits=args.bits, widths=args.widths,
+    result = search.sweep(_run_config(args), bits=args.bits,
+                          width_multipliers=args.width_multipliers,
                           budgets_bits=budgets, recipe=_search_recipe(args), out_dir=args.out,
                           datasets=datasets, verbose=0 if args.quiet else 2)
     print(f"{'bits':>8}{'width':>8}{'size KiB':>10}{'accuracy':>10}  status", file=out)
     for r in result["records"]:
-        acc = f"{100 * r['accuracy']:.2f}%" if r.get("accuracy") is not None else "-"
-        size = f"{r['size_kib']:.2f}" if r.get("size_kib") is not None else "-"
-        width = f"{r['width']:.3f}" if r.get("width") is not None else "-"
-        bits = r["conv_bits"] if r.get("dw_bits") is None else f"{r['conv_bits']}/{r['dw_bits']}"
-        print(f"{bits:>8}{width:>8}{size:>10}{acc:>10}  {r['status']} {r.get('message') or ''}",
+        acc = f"{100 * r.accuracy:.2f}%" if r.done else "-"
+        size = f"{r.size_kib:.2f}" if r.size_kib is not None else "-"
+        width = f"{r.width_multiplier:.3f}" if r.width_multiplier is not None else "-"
+        bits = r.conv_bits if r.dw_bits is None else f"{r.conv_bits}/{r.dw_bits}"
+        print(f"{bits:>8}{width:>8}{size:>10}{acc:>10}  {r.status} {r.message or ''}",
               file=out)
-    print(f"Pareto front: {[(r['conv_bits'], round(r['size_kib'], 2)) for r in result['front']]}",
+    print(f"Pareto front: {[(r.conv_bits, round(r.size_kib, 2)) for r in result['front']]}",
           file=out)
     print(f"dominance (row dominates column): {result['dominance']}", file=out)
     print(f"wrote {args.out}/results.json, results.csv, pareto.png", file=out)
@@ -293,7 +295,8 @@ def _search_command(args, out):
     if args.budget_kib is not None:
         budget = args.budget_kib * 8192
     else:
-        budget = search.budget_of(base, datasets.info, width=args.budget_width, conv_bits=8, dw_bits=8)
+        budget = search.budget_of(base, datasets.info, width_multiplier=args.budget_width,
+                                  conv_bits=8, dw_bits=8)
     recipe = _search_recipe(args)
     if args.oracle == "proxy":
         proxy_recipe = recipe.with_epochs(args.proxy_epochs or max(1, args.epochs // 4))
@@ -311,14 +314,13 @@ def _search_command(args, out):
             recipe=recipe, out_dir=args.out, datasets=datasets,
             verbose=0 if args.quiet else 2)
     for r in result["records"]:
-        acc = f"{100 * r['accuracy']:.2f}%" if r.get("accuracy") is not None else "-"
-        print(f"conv {r['conv_bits']} dw {r.get('dw_bits')}: {acc} {r['status']} "
-              f"{r.get('message') or ''}", file=out)
+        acc = f"{100 * r.accuracy:.2f}%" if r.done else "-"
+        print(f"conv {r.conv_bits} dw {r.dw_bits}: {acc} {r.status} {r.message or ''}", file=out)
     best = result["best"]
     if best:
-        print(f"best pair at {budget / 8192:.2f} KiB: conv {best['conv_bits']} / dw "
-              f"{best.get('dw_bits')} (width {best['width']:.3f}, accuracy "
-              f"{100 * best['accuracy']:.2f}%)", file=out)
+        print(f"best pair at {budget / 8192:.2f} KiB: conv {best.conv_bits} / dw "
+              f"{best.dw_bits} (width {best.width_multiplier:.3f}, accuracy "
+              f"{100 * best.accuracy:.2f}%)", file=out)
     if args.oracle == "proxy":
         print(f"wrote {args.out}/results.json, proxy/ (the proxy grid), final/", file=out)
     else:
@@ -495,14 +497,16 @@ def _analyze_command(commands):
 def _sweep_command(commands):
     sweep = commands.add_parser(
         "sweep", help="accuracy vs size for several precisions (Fig. 1), front and dominance",
-        description="Trains every precision in --bits at every width in --widths (or widened "
+        description="Trains every precision in --bits at every width in --width-multipliers (or widened "
         "to every budget in --budgets-kib), then writes results.json (records, Pareto front, "
         "dominance matrix per Definition 4.1), results.csv and pareto.png into --out. "
         "Each trial is kept as it finishes; rerun the same command to resume.")
     _add_search_arguments(sweep)
     sweep.add_argument("--bits", type=_int_list, required=True, help="precisions, e.g. 1,2,4")
     axis = sweep.add_mutually_exclusive_group(required=True)
-    axis.add_argument("--widths", type=_float_list, help="width multipliers, e.g. 0.5,1,2")
+    axis.add_argument("--width-multipliers", "--widths", dest="width_multipliers",
+                      type=_float_list, help="width multipliers, e.g. 0.5,1,2 (--widths is the "
+                      "short form)")
     axis.add_argument("--budgets-kib", type=_float_list,
                       help="Eq. (6) budgets in KiB; each precision is widened to each")
     sweep.set_defaults(handler=_sweep)
@@ -517,7 +521,8 @@ def _search_command_parser(commands):
     _add_search_arguments(search_parser)
     budget = search_parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget-kib", type=_positive, help="Eq. (6) budget in KiB")
-    budget.add_argument("--budget-width", type=_positive,
+    budget.add_argument("--budget-width-multiplier", "--budget-width", dest="budget_width",
+                        type=_positive,
                         help="budget = size of the 8-bit model at this width (e.g. 0.25)")
     search_parser.add_argument("--bits", type=_int_list, default=[1, 2, 4, 8],
                                help="the precision set B (default 1,2,4,8)")

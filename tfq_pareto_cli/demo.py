@@ -19,6 +19,7 @@ import os
 import tflite_export
 from tfq_pareto import data as data_lib
 from tfq_pareto import checks, experiment, saving, search, training
+from tfq_pareto.records import jsonable
 
 #: The family the demo trains, and its depth.
 DEMO_MODEL = "resnet_cifar"
@@ -39,7 +40,7 @@ def _log(log, message):
         log(message)
 
 
-def plot_accuracy_vs_size(records, path):
+def plot_accuracy_vs_size(records, labels, path):
     """Accuracy against Eq. (6) size (KiB), one labelled point per record."""
     import matplotlib  # pylint: disable=import-outside-toplevel
 
@@ -47,12 +48,11 @@ def plot_accuracy_vs_size(records, path):
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    for record in records:
-        label = record["label"]
-        ax.scatter(record["size_kib"], 100 * record["accuracy"], s=60, label=label)
-        ax.annotate(f"w={record['config']['width']:.2f}", (record["size_kib"], 100 * record["accuracy"]),
+    for record, label in zip(records, labels):
+        ax.scatter(record.size_kib, 100 * record.accuracy, s=60, label=label)
+        ax.annotate(f"w={record.width_multiplier:.2f}", (record.size_kib, 100 * record.accuracy),
                     textcoords="offset points", xytext=(6, -10), fontsize=8)
-    ax.set_xlim(0, 1.25 * max(r["size_kib"] for r in records))
+    ax.set_xlim(0, 1.25 * max(r.size_kib for r in records))
     ax.set_xlabel("model size, Eq. (6) [KiB]")
     ax.set_ylabel("test accuracy [%]")
     ax.set_title("digits: 8-bit vs 1-bit at equal size")
@@ -84,9 +84,9 @@ def run_demo(out_dir="runs/demo", *, epochs=12, act_bits=8, tiny=False, verbose=
     datasets = data_lib.Datasets(train_raw, test_raw, info)
     recipe = training.Recipe(warmup_epochs=2, batch_size=128).with_epochs(epochs)
 
-    base = experiment.RunConfig(model=DEMO_MODEL, depth=DEMO_DEPTH, width=1.0, conv_bits=8,
-                                act_bits=act_bits, dataset="digits")
-    target = search.budget_of(base, info, width=1.0, conv_bits=8)
+    base = experiment.RunConfig(model=DEMO_MODEL, depth=DEMO_DEPTH, width_multiplier=1.0,
+                                conv_bits=8, act_bits=act_bits, dataset="digits")
+    target = search.budget_of(base, info, width_multiplier=1.0, conv_bits=8)
     _log(log, f"size budget: the 8-bit ResNet-20 at width 1 = {target:,} bits "
               f"({target / 8192:.2f} KiB); training 8-bit and 1-bit models of that size, "
               f"{recipe.epochs} epochs each")
@@ -94,33 +94,31 @@ def run_demo(out_dir="runs/demo", *, epochs=12, act_bits=8, tiny=False, verbose=
     result = search.sweep(base, bits=[8, 1], budgets_bits=[target], recipe=recipe,
                           out_dir=os.path.join(out_dir, "sweep"), datasets=datasets,
                           verbose=verbose, tolerance=0.02)
-    by_bits = {r["conv_bits"]: r for r in result["records"]}
-    failed = [r for r in result["records"] if r.get("accuracy") is None]
+    by_bits = {r.conv_bits: r for r in result["records"]}
+    failed = [r for r in result["records"] if not r.done]
     if failed:
-        raise RuntimeError(f"demo trials failed: {[(r['conv_bits'], r['message']) for r in failed]}")
-    records = []
-    for bits, label in ((8, "8-bit, width 1"), (1, "1-bit DualPrecision, equal size")):
-        record = dict(by_bits[bits])
-        record["label"] = label
-        record["config"] = {"conv_bits": bits, "width": record["width"], "act_bits": act_bits,
-                            "model": DEMO_MODEL, "depth": DEMO_DEPTH}
-        records.append(record)
+        raise RuntimeError(f"demo trials failed: {[(r.conv_bits, r.message) for r in failed]}")
+    records = [by_bits[8], by_bits[1]]
+    labels = ["8-bit, width 1", "1-bit DualPrecision, equal size"]
     training.write_json(os.path.join(out_dir, RESULTS_FILE),
-                        {"target_bits": target, "tiny": tiny, "records": records,
-                         "dominance": result["dominance"], "front": result["front"]})
+                        {"target_bits": target, "tiny": tiny,
+                         "records": [{**r.to_dict(), "label": label}
+                                     for r, label in zip(records, labels)],
+                         "dominance": result["dominance"], "front": jsonable(result["front"])})
     plot_path = os.path.join(out_dir, PLOT_FILE)
-    plot_accuracy_vs_size(records, plot_path)
-    return {"records": records, "target_bits": target,
+    plot_accuracy_vs_size(records, labels, plot_path)
+    return {"records": records, "labels": labels, "target_bits": target,
             "files": {"results": os.path.join(out_dir, RESULTS_FILE), "plot": plot_path}}
 
 
-def format_table(records):
+def format_table(records, labels=None):
     """The demo's table: precision, width, size in bits and KiB, accuracy."""
+    labels = labels or [r.label for r in records]
     header = f"{'model':<34}{'width':>7}{'size (bits)':>13}{'size (KiB)':>12}{'accuracy':>10}"
     lines = [header, "-" * len(header)]
-    for r in records:
-        lines.append(f"{r['label']:<34}{r['config']['width']:>7.3f}{r['size_bits']:>13,}"
-                     f"{r['size_kib']:>12.2f}{100 * r['accuracy']:>9.2f}%")
+    for r, label in zip(records, labels):
+        lines.append(f"{label:<34}{r.width_multiplier:>7.3f}{r.size_bits:>13,}"
+                     f"{r.size_kib:>12.2f}{100 * r.accuracy:>9.2f}%")
     return "\n".join(lines)
 
 
@@ -138,6 +136,6 @@ def export_dual_precision(result, out_dir="runs/demo", *, calibration_samples=50
     dual = result["records"][-1]
     calibration, validation = data_lib.export_arrays(
         "digits", image_size=DEMO_IMAGE_SIZE, calibration_samples=calibration_samples)
-    return tflite_export.export(saving.load_model(dual["model_file"]), calibration,
+    return tflite_export.export(saving.load_model(dual.model_file), calibration,
                                 os.path.join(out_dir, EXPORT_DIR), name=EXPORT_NAME,
                                 validation_data=validation)

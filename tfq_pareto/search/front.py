@@ -7,6 +7,13 @@ SIZE = "size_bits"
 ACCURACY = "accuracy"
 
 
+def _get(point, name):
+    """A metric of a point: a :class:`~tfq_pareto.records.TrialRecord` or a dict."""
+    if isinstance(point, dict):
+        return point.get(name)
+    return getattr(point, name, None)
+
+
 def pareto_front(points):
     """The non-dominated points, smallest size first.
 
@@ -14,21 +21,22 @@ def pareto_front(points):
     strictly better in one of the two.
 
     Args:
-      points: records (dicts) with ``size_bits`` and ``accuracy``.
+      points: :class:`~tfq_pareto.records.TrialRecord` s (or dicts, e.g. read
+        from results.json) with ``size_bits`` and ``accuracy``.
 
     Returns:
       The list of non-dominated records, sorted by size (ties: higher accuracy first).
     """
     points = list(points)
     for p in points:
-        if SIZE not in p or ACCURACY not in p:
+        if _get(p, SIZE) is None or _get(p, ACCURACY) is None:
             raise ValueError(f"every point needs {SIZE!r} and {ACCURACY!r}; received {p!r}")
-    ordered = sorted(points, key=lambda p: (p[SIZE], -p[ACCURACY]))
+    ordered = sorted(points, key=lambda p: (_get(p, SIZE), -_get(p, ACCURACY)))
     front, best = [], -np.inf
     for p in ordered:
-        if p[ACCURACY] > best:
+        if _get(p, ACCURACY) > best:
             front.append(p)
-            best = p[ACCURACY]
+            best = _get(p, ACCURACY)
     return front
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from tfq_pareto.records import as_record
 from tfq_pareto.search.front import pareto_front
 
 
@@ -15,24 +16,24 @@ def _pyplot():
 
 
 def precision_label(record):
-    dw = record.get("dw_bits")
-    return f"{record['conv_bits']}-bit" if dw is None else f"{record['conv_bits']}/{dw}-bit"
+    """"1-bit" or "1/4-bit" of a record (or of a dict of one)."""
+    return as_record(record).label
 
 
 def plot_pareto(records, path, title="accuracy vs model size"):
     """One curve per precision (accuracy vs Eq. (6) size in KiB), the Pareto front highlighted."""
     plt = _pyplot()
-    done = [r for r in records if r.get("accuracy") is not None]
+    done = [r for r in map(as_record, records) if r.done]
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
-    for label in sorted({precision_label(r) for r in done}):
-        curve = sorted((r for r in done if precision_label(r) == label), key=lambda r: r["size_bits"])
-        ax.plot([r["size_kib"] for r in curve], [100 * r["accuracy"] for r in curve], "o-",
+    for label in sorted({r.label for r in done}):
+        curve = sorted((r for r in done if r.label == label), key=lambda r: r.size_bits)
+        ax.plot([r.size_kib for r in curve], [100 * r.accuracy for r in curve], "o-",
                 label=label)
     front = pareto_front(done) if done else []
     if front:
-        ax.plot([r["size_kib"] for r in front], [100 * r["accuracy"] for r in front], "k--",
+        ax.plot([r.size_kib for r in front], [100 * r.accuracy for r in front], "k--",
                 lw=1, label="Pareto front")
-        ax.scatter([r["size_kib"] for r in front], [100 * r["accuracy"] for r in front],
+        ax.scatter([r.size_kib for r in front], [100 * r.accuracy for r in front],
                    s=90, facecolors="none", edgecolors="k")
     ax.set_xlabel("model size, Eq. (6) [KiB]")
     ax.set_ylabel("test accuracy [%]")
@@ -47,12 +48,13 @@ def plot_pareto(records, path, title="accuracy vs model size"):
 def plot_grid(records, path, title="DualPrecision grid: accuracy [%]"):
     """Heat-map of accuracy over (conv_bits, dw_bits), like Table 7; failed cells left blank."""
     plt = _pyplot()
-    conv = sorted({r["conv_bits"] for r in records})
-    dw = sorted({r["dw_bits"] for r in records if r.get("dw_bits") is not None}) or [None]
+    records = [as_record(r) for r in records]
+    conv = sorted({r.conv_bits for r in records})
+    dw = sorted({r.dw_bits for r in records if r.dw_bits is not None}) or [None]
     grid = np.full((len(conv), len(dw)), np.nan)
     for r in records:
-        if r.get("accuracy") is not None:
-            grid[conv.index(r["conv_bits"]), dw.index(r.get("dw_bits"))] = 100 * r["accuracy"]
+        if r.done:
+            grid[conv.index(r.conv_bits), dw.index(r.dw_bits)] = 100 * r.accuracy
     fig, ax = plt.subplots(figsize=(4.5, 3.8), dpi=120)
     image = ax.imshow(grid, cmap="viridis")
     for i in range(len(conv)):

@@ -25,6 +25,7 @@ import keras_tuner as kt
 
 from tfq_pareto import checks, data, experiment, training
 from tfq_pareto.quantizers import check_bits
+from tfq_pareto.records import as_record, jsonable
 from tfq_pareto.search import plots
 from tfq_pareto.search.front import dominance_matrix, pareto_front
 from tfq_pareto.search.tuner import (
@@ -44,7 +45,7 @@ RESULTS_CSV = "results.csv"
 PARETO_PNG = "pareto.png"
 GRID_PNG = "grid.png"
 
-_CSV_FIELDS = ("trial_id", "status", "conv_bits", "dw_bits", "width", "budget_bits",
+_CSV_FIELDS = ("trial_id", "status", "conv_bits", "dw_bits", "width_multiplier", "budget_bits",
                "size_bits", "size_kib", "params", "accuracy", "message", "tuner_id")
 
 
@@ -81,24 +82,41 @@ def _precision_pairs(bits, depthwise):
     return pairs
 
 
-def budget_of(base_config, info, *, width, conv_bits=8, dw_bits=None):
-    """Eq. (6) size in bits of ``base_config``'s family at ``width`` and a precision
-    (e.g. "the size of the 0.25x 8-bit model")."""
+def budget_of(base_config, info, *, width_multiplier=None, conv_bits=8, dw_bits=None,
+              width=None):
+    """Eq. (6) size in bits of ``base_config``'s family at ``width_multiplier`` and a
+    precision (e.g. "the size of the 0.25x 8-bit model"). ``width`` is the old name of
+    ``width_multiplier``, still accepted."""
     from tfq_pareto.size import model_size  # pylint: disable=import-outside-toplevel
 
-    model = experiment.build_float_model(dataclasses.replace(base_config, width=width), info)
+    width_multiplier = _renamed("width_multiplier", width_multiplier, "width", width)
+    checks.check_positive("width_multiplier", width_multiplier)
+    model = experiment.build_float_model(
+        dataclasses.replace(base_config, width_multiplier=width_multiplier), info)
     return model_size(model, conv_bits=conv_bits, dw_bits=dw_bits)
 
 
+def _renamed(name, value, old_name, old_value):
+    """The value of an argument that was renamed (``old_name`` still accepted)."""
+    if old_value is None:
+        if value is None:
+            raise ValueError(f"{name} is required")
+        return value
+    if value is not None:
+        raise ValueError(f"give {name} only ({old_name} is its old name); received both")
+    return old_value
+
+
 def _write_results(out_dir, summary, records, plot_grid=False):
-    training.write_json(os.path.join(out_dir, RESULTS_JSON), {**summary, "records": records})
+    training.write_json(os.path.join(out_dir, RESULTS_JSON),
+                        jsonable({**summary, "records": records}))
     handle, tmp = tempfile.mkstemp(prefix=RESULTS_CSV + ".", suffix=".tmp", dir=out_dir)
     with os.fdopen(handle, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(records)
+        writer.writerows(r.to_dict() for r in records)
     os.replace(tmp, os.path.join(out_dir, RESULTS_CSV))
-    done = [r for r in records if r.get("accuracy") is not None]
+    done = [r for r in records if r.done]
     if done:
         plots.plot_pareto(records, os.path.join(out_dir, PARETO_PNG))
         if plot_grid:
@@ -130,15 +148,17 @@ def _prepare(base_config, recipe, datasets, data_dir, image_size):
     return datasets, depthwise
 
 
-def sweep(base_config, *, bits, widths=None, budgets_bits=None, recipe, out_dir, datasets=None,
-          data_dir=None, image_size=16, strategy=None, verbose=0, tolerance=0.03):
+def sweep(base_config, *, bits, width_multipliers=None, budgets_bits=None, recipe, out_dir,
+          datasets=None, data_dir=None, image_size=16, strategy=None, verbose=0,
+          tolerance=0.03, widths=None):
     """Sec. 4: (size, accuracy, width, params) for every precision at every width or budget.
 
     Args:
       base_config: :class:`tfq_pareto.experiment.RunConfig` of the family and data.
       bits: precisions: ints (depthwise convs get the same bits) or
         ``(conv_bits, dw_bits)`` pairs.
-      widths: width multipliers, each used for every precision; or
+      width_multipliers: width multipliers, each used for every precision (``widths``:
+        its old name, still accepted); or
       budgets_bits: Eq. (6) budgets; each precision is widened to each of them
         (unreachable ones are recorded as failed trials with the reason).
       recipe: :class:`tfq_pareto.training.Recipe`.
@@ -146,57 +166,54 @@ def sweep(base_config, *, bits, widths=None, budgets_bits=None, recipe, out_dir,
       datasets: ``(train, test, info)``; default: load ``base_config.dataset``.
 
     Returns:
-      ``{"records": [...], "front": [...], "dominance": {...}}`` (also in results.json).
+      ``{"records": [TrialRecord, ...], "front": [...], "dominance": {...}}`` (also in
+      results.json, the records as dicts).
     """
     bits = _check_bits_list(bits)
-    if (widths is None) == (budgets_bits is None):
-        raise ValueError("give exactly one of widths and budgets_bits")
-    axis_values = _check_positive(widths if widths is not None else budgets_bits,
-                                  "widths" if widths is not None else "budgets_bits")
+    if widths is not None:
+        if width_multipliers is not None:
+            raise ValueError("give width_multipliers only (widths is its old name); "
+                             "received both")
+        width_multipliers = widths
+    if (width_multipliers is None) == (budgets_bits is None):
+        raise ValueError("give exactly one of width_multipliers and budgets_bits")
+    axis_values = _check_positive(
+        width_multipliers if width_multipliers is not None else budgets_bits,
+        "width_multipliers" if width_multipliers is not None else "budgets_bits")
     datasets, depthwise = _prepare(base_config, recipe, datasets, data_dir, image_size)
     pairs = _precision_pairs(bits, depthwise)
     hp = kt.HyperParameters()
     hp.Choice(HP_CONV_BITS, sorted({c for c, _ in pairs}))
     if depthwise:
         hp.Choice(HP_DW_BITS, sorted({d for _, d in pairs}))
-    if widths is not None:
+    if width_multipliers is not None:
         hp.Choice(HP_WIDTH, [float(w) for w in axis_values])
     else:
         hp.Choice(HP_BUDGET, [float(b) for b in axis_values])
-    allowed = set(pairs)
+    listed = set(pairs)
+
+    def allowed(point):  # only the listed (conv, dw) pairs, not their cross product
+        return (int(point[HP_CONV_BITS]), point.get(HP_DW_BITS)) in listed
+
     tuner = PrecisionTuner(
-        make_oracle("grid", hp), base_config=base_config, recipe=recipe, datasets=datasets,
-        directory=out_dir, project_name="tuner", strategy=strategy, verbose=verbose,
-        tolerance=tolerance)
-    if depthwise and len(allowed) < len({c for c, _ in pairs}) * len({d for _, d in pairs}):
-        # Only the listed (conv, dw) pairs, not their cross product.
-        tuner.trial_config = _only_pairs(tuner.trial_config, allowed)
+        make_oracle("grid", hp, allowed=allowed), base_config=base_config, recipe=recipe,
+        datasets=datasets, directory=out_dir, project_name="tuner", strategy=strategy,
+        verbose=verbose, tolerance=tolerance)
     summary = {"kind": "sweep", "config": dataclasses.asdict(base_config),
                "recipe": dataclasses.asdict(recipe), "bits": [list(p) for p in pairs],
-               "widths": widths, "budgets_bits": budgets_bits}
+               "width_multipliers": width_multipliers, "budgets_bits": budgets_bits}
     records = _search(tuner, out_dir, summary, plot_grid=False)
     result = summarize_sweep(records)
-    training.write_json(os.path.join(out_dir, RESULTS_JSON), {**summary, **result})
+    training.write_json(os.path.join(out_dir, RESULTS_JSON), jsonable({**summary, **result}))
     return result
-
-
-def _only_pairs(trial_config, allowed):
-    def config(hyperparameters):
-        values = hyperparameters.values
-        pair = (int(values[HP_CONV_BITS]), values.get(HP_DW_BITS))
-        if pair not in allowed:
-            raise kt.errors.FailedTrialError(f"precision {pair} not in the sweep's list")
-        return trial_config(hyperparameters)
-
-    return config
 
 
 def summarize_sweep(records):
     """Front over all finished trials and the dominance matrix between precisions."""
-    done = [r for r in records if r.get("accuracy") is not None]
+    done = [r for r in records if r.done]
     curves = {}
     for r in done:
-        curves.setdefault(plots.precision_label(r), []).append((r["size_bits"], r["accuracy"]))
+        curves.setdefault(r.label, []).append((r.size_bits, r.accuracy))
     return {"records": records, "front": pareto_front(done),
             "dominance": dominance_matrix(curves),
             "dominance_note": "row dominates column (Definition 4.1): higher accuracy at every "
@@ -213,7 +230,8 @@ def dual_precision_search(base_config, budget_bits, *, bits=DEFAULT_BITS, oracle
     "grid", how many).
 
     Returns:
-      ``{"best": record, "records": [...]}`` (also in results.json; grid.png is Table 7).
+      ``{"best": TrialRecord, "records": [TrialRecord, ...]}`` (also in results.json;
+      grid.png is Table 7).
     """
     bits = _check_bits_list(bits)
     checks.check_positive("budget_bits", budget_bits)
@@ -231,10 +249,10 @@ def dual_precision_search(base_config, budget_bits, *, bits=DEFAULT_BITS, oracle
                "recipe": dataclasses.asdict(recipe), "budget_bits": budget_bits,
                "bits": sorted(set(bits))}
     records = _search(tuner, out_dir, summary, plot_grid=True)
-    done = [r for r in records if r.get("accuracy") is not None]
-    best = max(done, key=lambda r: r["accuracy"]) if done else None
-    training.write_json(os.path.join(out_dir, RESULTS_JSON), {**summary, "best": best,
-                                                              "records": records})
+    done = [r for r in records if r.done]
+    best = max(done, key=lambda r: r.accuracy) if done else None
+    training.write_json(os.path.join(out_dir, RESULTS_JSON),
+                        jsonable({**summary, "best": best, "records": records}))
     return {"best": best, "records": records}
 
 
@@ -243,8 +261,8 @@ def _reachable(base_config, info, conv_bits, dw_bits, budget_bits, tolerance):
 
     config = dataclasses.replace(base_config, conv_bits=conv_bits, dw_bits=dw_bits)
     try:
-        width_for_size(lambda w: experiment.build_float_model(dataclasses.replace(config, width=w),
-                                                              info),
+        width_for_size(lambda w: experiment.build_float_model(
+            dataclasses.replace(config, width_multiplier=w), info),
                        budget_bits, conv_bits=conv_bits, dw_bits=dw_bits, tolerance=tolerance)
     except ValueError:
         return False
@@ -252,7 +270,7 @@ def _reachable(base_config, info, conv_bits, dw_bits, budget_bits, tolerance):
 
 
 def _train_seconds(records):
-    return sum(r.get("train_seconds") or 0.0 for r in records)
+    return sum(r.train_seconds or 0.0 for r in records)
 
 
 def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir,
@@ -285,12 +303,12 @@ def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir
     proxy = dual_precision_search(base_config, budget_bits * proxy_fraction, bits=bits,
                                   oracle="grid", recipe=proxy_recipe or recipe,
                                   out_dir=os.path.join(out_dir, "proxy"), **common)
-    done = sorted((r for r in proxy["records"] if r.get("accuracy") is not None),
-                  key=lambda r: r["accuracy"], reverse=True)
+    done = sorted((r for r in proxy["records"] if r.done), key=lambda r: r.accuracy,
+                  reverse=True)
     if not done:
         raise RuntimeError(f"no proxy trial finished at {budget_bits * proxy_fraction:.0f} bits; "
                            f"see {os.path.join(out_dir, 'proxy', RESULTS_JSON)}")
-    ranking = [(r["conv_bits"], r["dw_bits"] if depthwise else None) for r in done]
+    ranking = [(r.conv_bits, r.dw_bits if depthwise else None) for r in done]
     chosen, unreachable = [], []
     for conv, dw in ranking:  # the best top_k pairs that can be widened to the budget
         if len(chosen) == top_k:
@@ -304,8 +322,8 @@ def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir
                            f"{tolerance}: {unreachable}; raise tolerance")
     final = sweep(base_config, bits=chosen, budgets_bits=[budget_bits], recipe=recipe,
                   out_dir=os.path.join(out_dir, "final"), **common)
-    finished = [r for r in final["records"] if r.get("accuracy") is not None]
-    best = max(finished, key=lambda r: r["accuracy"]) if finished else None
+    finished = [r for r in final["records"] if r.done]
+    best = max(finished, key=lambda r: r.accuracy) if finished else None
     result = {"kind": "proxy_search", "budget_bits": budget_bits,
               "proxy_fraction": proxy_fraction, "top_k": top_k,
               "recipe": dataclasses.asdict(recipe),
@@ -315,7 +333,7 @@ def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir
               "proxy_records": proxy["records"], "records": final["records"],
               "train_seconds": {"proxy": _train_seconds(proxy["records"]),
                                 "final": _train_seconds(final["records"])}}
-    training.write_json(os.path.join(out_dir, RESULTS_JSON), result)
+    training.write_json(os.path.join(out_dir, RESULTS_JSON), jsonable(result))
     return result
 
 
@@ -328,9 +346,10 @@ def replot(out_dir):
         raise FileNotFoundError(f"{path!r} does not exist: run `tfq-pareto sweep` or `search` first")
     with open(path, encoding="utf-8") as f:
         results = json.load(f)
+    records = [as_record(r) for r in results["records"]]
     files = [os.path.join(out_dir, PARETO_PNG)]
-    plots.plot_pareto(results["records"], files[0])
+    plots.plot_pareto(records, files[0])
     if results.get("kind") == "search":
         files.append(os.path.join(out_dir, GRID_PNG))
-        plots.plot_grid(results["records"], files[1])
+        plots.plot_grid(records, files[1])
     return files

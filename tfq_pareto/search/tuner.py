@@ -3,7 +3,7 @@
 ``PrecisionTuner`` subclasses keras-tuner's ``BaseTuner`` (its ``Tuner`` rejects
 tf_keras models, see the project's STACK notes) and overrides ``run_trial``:
 the trial's hyperparameters give the precision (``conv_bits``, ``dw_bits``) and
-either the ``width`` or, with a size budget, the width is found by
+either the ``width_multiplier`` or, with a size budget, the width is found by
 :func:`tfq_pareto.width_for_size`. Every trial trains with
 :func:`tfq_pareto.experiment.run` in its own folder of the keras-tuner project
 directory (QAT model, history, record), so oracles, resuming from the project
@@ -21,12 +21,13 @@ import keras_tuner as kt
 from keras_tuner.engine import base_tuner
 
 from tfq_pareto import data, experiment
+from tfq_pareto.records import COMPLETED, TrialRecord
 from tfq_pareto.width import width_for_size
 
 #: Hyperparameter names.
 HP_CONV_BITS = "conv_bits"
 HP_DW_BITS = "dw_bits"
-HP_WIDTH = "width"
+HP_WIDTH = "width_multiplier"
 HP_BUDGET = "budget_bits"
 
 #: Metric names a trial reports.
@@ -51,13 +52,23 @@ class ResumableGridOracle(kt.Oracle):
     This oracle derives the next point from the saved trials alone: the first
     grid point (in the order of the hyperparameters' values) that no finished
     or ongoing trial has. A trial killed while running is simply run again.
+
+    ``allowed`` (a function of a point's values dict) keeps only some points of
+    the product, e.g. a sweep over listed (conv_bits, dw_bits) pairs, not their
+    cross product; the others are never tried.
     """
+
+    def __init__(self, *args, allowed=None, **kwargs):
+        self.allowed = allowed
+        super().__init__(*args, **kwargs)
 
     def _grid(self):
         space = self.hyperparameters.space
         values = [list(hp.values) if hasattr(hp, "values") else [hp.value] for hp in space]
         for combination in itertools.product(*values):
-            yield {hp.name: value for hp, value in zip(space, combination)}
+            point = {hp.name: value for hp, value in zip(space, combination)}
+            if self.allowed is None or self.allowed(point):
+                yield point
 
     def populate_space(self, trial_id):
         taken = set()
@@ -74,10 +85,18 @@ class ResumableGridOracle(kt.Oracle):
         return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
 
 
-def make_oracle(name, hyperparameters, *, max_trials=None, max_epochs=None, seed=0):
-    """A keras-tuner oracle over ``hyperparameters`` maximising validation accuracy."""
+def make_oracle(name, hyperparameters, *, max_trials=None, max_epochs=None, seed=0,
+                allowed=None):
+    """A keras-tuner oracle over ``hyperparameters`` maximising validation accuracy.
+
+    ``allowed`` (grid only): a function of a point's values that keeps some points
+    of the grid (see :class:`ResumableGridOracle`).
+    """
+    if allowed is not None and name != "grid":
+        raise ValueError(f"allowed points are supported by the 'grid' oracle only; "
+                         f"received oracle {name!r}")
     if name == "grid":
-        return ResumableGridOracle(objective=OBJECTIVE, max_trials=max_trials,
+        return ResumableGridOracle(objective=OBJECTIVE, max_trials=max_trials, allowed=allowed,
                                    hyperparameters=hyperparameters, seed=seed,
                                    max_consecutive_failed_trials=_FAILURES)
     if name == "random":
@@ -145,7 +164,8 @@ class PrecisionTuner(base_tuner.BaseTuner):
             info = self.datasets.info
 
             def builder(width):
-                return experiment.build_float_model(dataclasses.replace(config, width=width), info)
+                return experiment.build_float_model(
+                    dataclasses.replace(config, width_multiplier=width), info)
 
             try:
                 width = width_for_size(builder, float(values[HP_BUDGET]), conv_bits=conv_bits,
@@ -153,8 +173,8 @@ class PrecisionTuner(base_tuner.BaseTuner):
             except ValueError as err:
                 raise kt.errors.FailedTrialError(
                     f"{conv_bits}/{dw_bits}-bit: budget unreachable: {err}") from err
-            return dataclasses.replace(config, width=round(width, 4))
-        return dataclasses.replace(config, width=float(values[HP_WIDTH]))
+            return dataclasses.replace(config, width_multiplier=round(width, 4))
+        return dataclasses.replace(config, width_multiplier=float(values[HP_WIDTH]))
 
     def run_trial(self, trial, *args, **kwargs):
         config = self.trial_config(trial.hyperparameters)
@@ -169,9 +189,9 @@ class PrecisionTuner(base_tuner.BaseTuner):
         record = experiment.run(config, recipe, out_dir=trial_dir,
                                 verbose=self.run_verbose, strategy=self.strategy,
                                 datasets=self.datasets)
-        if not math.isfinite(record["loss"]):
-            raise kt.errors.FailedTrialError(f"loss is {record['loss']} (training diverged)")
-        return {METRIC_ACCURACY: record["accuracy"], METRIC_SIZE: float(record["size_bits"])}
+        if not math.isfinite(record.loss):
+            raise kt.errors.FailedTrialError(f"loss is {record.loss} (training diverged)")
+        return {METRIC_ACCURACY: record.accuracy, METRIC_SIZE: float(record.size_bits)}
 
     def _saved_trials(self):
         """The trials saved in the project directory (works on a chief, a worker or alone)."""
@@ -181,11 +201,12 @@ class PrecisionTuner(base_tuner.BaseTuner):
         return trials
 
     def trial_records(self):
-        """One dict per finished trial: id, status, precision, width, size, accuracy, reason.
+        """One :class:`~tfq_pareto.records.TrialRecord` per finished trial.
 
         Read from the trials saved in the project directory, so that every process
         of a distributed search sees all of them; running (or killed) trials are
-        left out.
+        left out. A completed trial's record is its run's ``record.json`` with the
+        trial's id, status, budget and worker added.
         """
         import json  # pylint: disable=import-outside-toplevel
 
@@ -194,29 +215,21 @@ class PrecisionTuner(base_tuner.BaseTuner):
             if trial.status not in ("COMPLETED", "FAILED", "INVALID"):
                 continue
             values = trial.hyperparameters.values
-            row = {
+            dw_bits = values.get(HP_DW_BITS)
+            trial_fields = {
+                "conv_bits": int(values[HP_CONV_BITS]),
+                "dw_bits": None if dw_bits is None else int(dw_bits),
                 "trial_id": trial.trial_id,
                 "status": str(trial.status),
-                HP_CONV_BITS: values.get(HP_CONV_BITS),
-                HP_DW_BITS: values.get(HP_DW_BITS),
-                HP_BUDGET: values.get(HP_BUDGET),
-                HP_WIDTH: values.get(HP_WIDTH),
+                "budget_bits": values.get(HP_BUDGET),
                 "message": getattr(trial, "message", None),
                 "tuner_id": _read_worker(self.get_trial_dir(trial.trial_id)),
             }
             record_path = os.path.join(self.get_trial_dir(trial.trial_id), experiment.RECORD_FILE)
-            if trial.status == "COMPLETED" and os.path.exists(record_path):
+            if trial.status == COMPLETED and os.path.exists(record_path):
                 with open(record_path, encoding="utf-8") as f:
-                    record = json.load(f)
-                row.update({
-                    HP_WIDTH: record["config"]["width"],
-                    "size_bits": record["size_bits"],
-                    "size_kib": record["size_kib"],
-                    "accuracy": record["accuracy"],
-                    "params": record["params"],
-                    "train_seconds": record.get("train_seconds"),
-                    "model_file": record["model_file"],
-                    "history_csv": record["history_csv"],
-                })
-            records.append(row)
+                    record = TrialRecord.from_dict(json.load(f)).replace(**trial_fields)
+            else:
+                record = TrialRecord(width_multiplier=values.get(HP_WIDTH), **trial_fields)
+            records.append(record)
         return records

@@ -1,0 +1,127 @@
+"""What one trained point is: the record that flows from :func:`tfq_pareto.experiment.run`
+through the keras-tuner trials, the result files, the plots and the command line.
+
+A :class:`TrialRecord` is written as a flat JSON object (``record.json`` of a run,
+one entry of ``results.json``'s ``records``) and read back with
+:meth:`TrialRecord.from_dict`, which also reads the files written before the
+width was called ``width_multiplier`` (key ``"width"``).
+"""
+
+import dataclasses
+
+#: Trial states (keras-tuner's names) of a record.
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+INVALID = "INVALID"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    """One point of a run, sweep or search: its precision, width, size and accuracy.
+
+    Attributes:
+      conv_bits, dw_bits: weight bits of standard and depthwise convs (``dw_bits``
+        None for families without depthwise convs).
+      width_multiplier: the family's width (None for a failed trial whose width
+        was never found, e.g. an unreachable budget).
+      status: ``"COMPLETED"``, ``"FAILED"`` or ``"INVALID"`` (keras-tuner's).
+      trial_id, tuner_id: the keras-tuner trial and the process that trained it
+        (None for a run outside a search).
+      budget_bits: the Eq. (6) budget the width was solved for (None: width given).
+      message: why a trial failed.
+      size_bits, size_kib: Eq. (6) size of the QAT model.
+      params, accuracy, loss, train_seconds, epochs_run: of the trained model.
+      model_name, model_file, history_csv: the float model's name, the saved QAT
+        model and its training history.
+      config, recipe, dataset_info: the run's :class:`~tfq_pareto.experiment.RunConfig`,
+        :class:`~tfq_pareto.training.Recipe` and dataset info, as dicts.
+    """
+
+    conv_bits: int
+    dw_bits: int = None
+    width_multiplier: float = None
+    status: str = COMPLETED
+    trial_id: str = None
+    tuner_id: str = None
+    budget_bits: float = None
+    message: str = None
+    size_bits: int = None
+    size_kib: float = None
+    params: int = None
+    accuracy: float = None
+    loss: float = None
+    train_seconds: float = None
+    epochs_run: int = None
+    model_name: str = None
+    model_file: str = None
+    history_csv: str = None
+    config: dict = None
+    recipe: dict = None
+    dataset_info: dict = None
+
+    @property
+    def done(self):
+        """True when the point was trained and evaluated."""
+        return self.accuracy is not None
+
+    @property
+    def label(self):
+        """"1-bit" or "1/4-bit" (conv/depthwise): the precision as the plots name it."""
+        if self.dw_bits is None:
+            return f"{self.conv_bits}-bit"
+        return f"{self.conv_bits}/{self.dw_bits}-bit"
+
+    def to_dict(self):
+        """A JSON-ready dict (the form of ``record.json`` and ``results.json``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        """The record of a dict written by :meth:`to_dict` (unknown keys are ignored).
+
+        Files written before the rename carry ``"width"``; it is read as
+        ``width_multiplier``, in the record and in its ``config``.
+        """
+        values = dict(values)
+        if "width" in values and "width_multiplier" not in values:
+            values["width_multiplier"] = values.pop("width")
+        if isinstance(values.get("config"), dict):
+            values["config"] = migrate_config(values["config"])
+        if isinstance(values.get("config"), dict):  # a run's record.json of an older version
+            for key in ("width_multiplier", "conv_bits", "dw_bits"):
+                if values.get(key) is None:
+                    values[key] = values["config"].get(key)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (a record is immutable)."""
+        return dataclasses.replace(self, **changes)
+
+
+def migrate_config(config):
+    """A stored RunConfig dict in today's names (``width`` -> ``width_multiplier``)."""
+    config = dict(config)
+    if "width" in config and "width_multiplier" not in config:
+        config["width_multiplier"] = config.pop("width")
+    return config
+
+
+def as_record(value):
+    """A :class:`TrialRecord` from a record or a dict of one (e.g. read from results.json)."""
+    if isinstance(value, TrialRecord):
+        return value
+    if isinstance(value, dict):
+        return TrialRecord.from_dict(value)
+    raise TypeError(f"expected a TrialRecord or a dict of one; received {type(value).__name__}")
+
+
+def jsonable(value):
+    """``value`` with every :class:`TrialRecord` inside (lists, tuples, dicts) as its dict."""
+    if isinstance(value, TrialRecord):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
