@@ -137,3 +137,29 @@ def test_ablation_benchmark_trains_each_variant(tmp_path):
     records = {v: json.loads((out / f"{v}_0" / "record.json").read_text()) for v in summary["accuracy"]}
     assert {r["config"]["width_multiplier"] for r in records.values()} == {0.3438}
     assert all(0.0 <= a <= 1.0 for a in summary["accuracy"].values())
+
+
+@pytest.mark.slow
+def test_decode_arena_benchmark_compares_both_packings_of_one_model(tmp_path):
+    out = tmp_path / "decode_arena.json"
+    _run("decode_arena.py", "--cases", "resnet20_1bit", "--samples", "2", "--out", str(out))
+    (record,) = json.loads(out.read_text())["records"]
+    before, after = record["before"], record["after"]
+    assert record["case"] == "resnet20_1bit" and before["decode_cap_used"] is None
+    # ResNet-20 at width 1 decodes at most 3x3x64x64 = 36,864 B: within the allowance,
+    # so "auto" leaves it whole and both files are the same size.
+    assert before["largest_decode_bytes"] == 36_864 and after["split_layers"] == {}
+    assert after["packed_file_bytes"] == before["packed_file_bytes"]
+    assert record["arena_within_int8_plus_64_kib"] is True
+
+
+def test_decode_arena_benchmark_builds_the_demos_model():
+    from tfq_pareto_cli import demo  # the benchmark may not import the CLI; it copies these
+
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import decode_arena  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.remove(BENCHMARKS)
+    assert (decode_arena.DEMO_MODEL, decode_arena.DEMO_DEPTH, decode_arena.DEMO_IMAGE_SIZE) == (
+        demo.DEMO_MODEL, demo.DEMO_DEPTH, demo.DEMO_IMAGE_SIZE)

@@ -183,6 +183,18 @@ def test_export_command_exports_a_trained_model(tmp_path):
         assert os.path.exists(os.path.join(out, "r20" + suffix))
 
 
+@pytest.fixture(scope="module")
+def saved_qat_model(tmp_path_factory):
+    """One saved 1-bit ResNet-20 QAT model (16x16x1 inputs), shared by the export error tests."""
+    import tfq_pareto  # pylint: disable=import-outside-toplevel
+
+    model = tfq_pareto.apply(tfq_pareto.models.resnet_cifar(
+        depth=20, width_multiplier=0.25, num_classes=10, input_shape=(16, 16, 1)), conv_bits=1)
+    path = str(tmp_path_factory.mktemp("qat") / "qat.h5")
+    tfq_pareto.save_model(model, path)
+    return path
+
+
 @pytest.mark.parametrize("argv,message", [
     (["export", "missing.h5", "--data", "digits", "--out", "OUT"], "no model at 'missing.h5'"),
     (["export", "model.keras", "--data", "digits", "--out", "OUT"], "unsupported format '.keras'"),
@@ -191,13 +203,8 @@ def test_export_command_exports_a_trained_model(tmp_path):
      "expects (16, 16, 1)"),
     (["export", "MODEL", "--data", "npz:/nonexistent.npz", "--out", "OUT"], "does not exist"),
 ])
-def test_export_errors_are_one_line(tmp_path, capsys, argv, message):
-    import tfq_pareto
-
-    model = tfq_pareto.apply(tfq_pareto.models.resnet_cifar(
-        depth=20, width_multiplier=0.25, num_classes=10, input_shape=(16, 16, 1)), conv_bits=1)
-    path = str(tmp_path / "qat.h5")
-    tfq_pareto.save_model(model, path)
+def test_export_errors_are_one_line(saved_qat_model, tmp_path, capsys, argv, message):
+    path = saved_qat_model
     argv = [path if a == "MODEL" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
     status, _ = _run(argv)
     err = capsys.readouterr().err.strip()

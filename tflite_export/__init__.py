@@ -12,6 +12,7 @@ each in its own module or function (see :mod:`tflite_export.export`)::
 from tflite_export.c_arrays import check_name, read_c_array, resolver_method
 from tflite_export.errors import ExportError
 from tflite_export.export import Converted, ExportResult, export, match_filters
+from tflite_export.fit import DEVICES, Budget, BudgetError, Device
 from tflite_export.flatbuffer import ParsedModel, filter_tensors, op_names, packed_tensors
 from tflite_export.runtime import MicroError, litert_outputs, micro_arena_size, micro_outputs
 from tflite_export.slim import SLIMMING_STEPS, Slimmed
@@ -20,7 +21,11 @@ from tflite_export.verify import verify, verify_dir
 from tfq_pareto.data import export_arrays  # moved to tfq_pareto.data; kept here for old callers
 
 __all__ = [
+    "Budget",
+    "BudgetError",
     "Converted",
+    "DEVICES",
+    "Device",
     "ExportError",
     "ExportResult",
     "MicroError",

@@ -25,7 +25,8 @@ import os
 import numpy as np
 
 import tfq_pareto
-from tflite_export import c_arrays, convert, flatbuffer, pack, runtime, slim, twin
+from tflite_export import c_arrays, convert, flatbuffer, pack, runtime, slim, split, twin
+from tflite_export import fit as fit_lib
 from tflite_export.errors import ExportError
 from tflite_export.verify import DEFAULT_MAX_OUTPUT_STEPS, MAX_VERIFY_SAMPLES, verify
 
@@ -38,6 +39,12 @@ LIMIT_BYTES_PER_CHANNEL = 8
 #: inputs (the final verification then compares the slimmed file with the int8
 #: file on all).
 SLIMMING_CHECK_SAMPLES = 8
+
+#: With ``max_decode_bytes="auto"``, packing may make the TFLM arena at most this many
+#: bytes larger than the int8 file's arena (when splitting filters can achieve it).
+ARENA_ALLOWANCE_BYTES = 64 * 1024
+#: The smallest decode cap ``"auto"`` tries before it gives up on the allowance.
+MIN_DECODE_BYTES = 1024
 
 _KERAS_TO_OP = {"Conv2D": "CONV_2D", "DepthwiseConv2D": "DEPTHWISE_CONV_2D", "Dense": "FULLY_CONNECTED"}
 
@@ -240,6 +247,90 @@ def match_layers(converted):
     return _layer_table(match_filters(converted.kernels, flatbuffer.filter_tensors(converted.int8)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Packed:
+    """Stage 3's result: the packed model before slimming, and how it was split.
+
+    Attributes:
+      data: the packed model bytes.
+      arena: its measured TFLM arena bytes.
+      split: the :class:`tflite_export.split.SplitModel` it was packed from.
+      max_decode_bytes: the decode cap used (None: no cap).
+      tried: ``[(cap, arena bytes), ...]`` for every cap tried (``"auto"``).
+    """
+
+    data: bytes
+    arena: int
+    split: split.SplitModel
+    max_decode_bytes: int = None
+    tried: tuple = ()
+
+
+def check_max_decode_bytes(value):
+    """Raises ValueError unless ``value`` is None, "auto" or an int > 0."""
+    if value is None or value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"max_decode_bytes must be None, 'auto' or an int >= 1 (bytes); "
+                         f"received {value!r}")
+
+
+def pack_within(int8, layers, inputs, *, max_decode_bytes="auto", int8_arena=None,
+                arena_allowance=None):
+    """Stage 3: filters below 8 bits packed, large ones split so that DECODE stays small.
+
+    Args:
+      int8: the parsed int8 model.
+      layers: the manifest's layer rows; a split layer's row gains ``groups``
+        (``[start, stop)`` output-channel ranges) and ``decode_bytes``.
+      inputs: int8 inputs for measuring TFLM arenas.
+      max_decode_bytes: the most bytes one DECODE may write into the arena (an
+        int), None for no cap, or ``"auto"``: no split when the packed arena is
+        within ``arena_allowance`` of ``int8_arena``; otherwise caps of
+        ``arena_allowance / 2``, halved until the measured arena is within the
+        allowance (or the cap reaches :data:`MIN_DECODE_BYTES`; the smallest
+        arena found is kept).
+      int8_arena: the int8 file's measured arena (``"auto"`` only).
+      arena_allowance: bytes the packed arena may exceed the int8 one (``"auto"``;
+        default :data:`ARENA_ALLOWANCE_BYTES`).
+
+    Returns:
+      :class:`Packed`.
+    """
+    check_max_decode_bytes(max_decode_bytes)
+    if arena_allowance is None:
+        arena_allowance = ARENA_ALLOWANCE_BYTES
+
+    def attempt(cap):
+        model = split.split_filters(int8, layers, cap)
+        data = pack.pack(model.data if model.splits else int8, layers, model.filter_tensors)
+        return Packed(data, runtime.micro_arena_size(data, inputs), model, cap)
+
+    if max_decode_bytes != "auto":
+        result = attempt(max_decode_bytes)
+        tried = ((max_decode_bytes, result.arena),)
+    else:
+        limit = int8_arena + arena_allowance
+        result = attempt(None)
+        tried = ((None, result.arena),)
+        cap = arena_allowance // 2
+        while result.arena > limit and cap >= MIN_DECODE_BYTES:
+            candidate = attempt(cap)
+            tried += ((cap, candidate.arena),)
+            if candidate.arena < result.arena:
+                result = candidate
+            cap //= 2
+    groups = {s.name: s for s in result.split.splits}
+    for layer in layers:
+        if layer["name"] in groups:
+            layer["groups"] = [list(g) for g in groups[layer["name"]].groups]
+            layer["decode_bytes"] = groups[layer["name"]].decode_bytes
+        else:
+            layer.pop("groups", None)
+            layer["decode_bytes"] = layer["int8_bytes"] if layer["bits"] < 8 else 0
+    return dataclasses.replace(result, tried=tried)
+
+
 def measure(layers, int8, packed, *, raw_packed_bytes, int8_arena, packed_arena):
     """Stage 6: per-layer packed bytes (added to ``layers``) and the manifest's totals.
 
@@ -252,18 +343,28 @@ def measure(layers, int8, packed, *, raw_packed_bytes, int8_arena, packed_arena)
     Returns:
       the ``totals`` dict.
     """
-    packed_items = {}
+    packed_items, taken = {}, set()
     filters = {f.tensor: f for f in flatbuffer.filter_tensors(int8)}
     for item in flatbuffer.packed_tensors(packed):
         for layer in layers:
-            if layer["bits"] < 8 and layer["name"] not in packed_items and \
-                    np.array_equal(filters[layer["tensor"]].values, item.decoded):
-                packed_items[layer["name"]] = item
-                break
+            for group in layer.get("groups") or [None]:
+                key = (layer["name"], None if group is None else tuple(group))
+                reference = filters[layer["tensor"]].values
+                if group is not None:
+                    reference = reference[group[0]:group[1]]
+                if layer["bits"] < 8 and key not in taken and reference.shape == \
+                        item.decoded.shape and np.array_equal(reference, item.decoded):
+                    packed_items.setdefault(layer["name"], []).append(item)
+                    taken.add(key)
+                    break
+            else:
+                continue
+            break
     for layer in layers:
-        item = packed_items.get(layer["name"])
-        layer["packed_index_bytes"] = item.index_bytes if item else layer["int8_bytes"]
-        layer["packed_table_bytes"] = item.table_bytes if item else 0
+        items = packed_items.get(layer["name"])
+        layer["packed_index_bytes"] = (sum(i.index_bytes for i in items) if items
+                                       else layer["int8_bytes"])
+        layer["packed_table_bytes"] = sum(i.table_bytes for i in items) if items else 0
         layer["packed_bytes"] = layer["packed_index_bytes"] + layer["packed_table_bytes"]
 
     eq6_bits = sum(l["eq6_bits"] for l in layers)
@@ -321,7 +422,8 @@ def write_files(out_dir, name, int8, packed, manifest):
 
 
 def export(model, representative_data, out_dir, *, name="model", validation_data=None,
-           max_output_steps="auto", activation_ranges="qat", time_invoke=False):
+           max_output_steps="auto", activation_ranges="qat", time_invoke=False,
+           max_decode_bytes="auto", budget=None, enforce_budget=False):
     """Exports a QAT model to an int8 .tflite, a packed TFLM .tflite and C arrays.
 
     Args:
@@ -345,6 +447,20 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
         learned; ``"calibration"`` lets the converter calibrate every range on
         ``representative_data``.
       time_invoke: also time TFLM invokes, packed vs int8 (interleaved).
+      max_decode_bytes: the most bytes one DECODE op may write into the TFLM
+        arena. A packed conv or fully connected layer whose decoded filter is
+        larger is split by output channels into groups within the cap (one
+        DECODE + op per group, joined by CONCATENATION: bit-exact, see
+        :mod:`tflite_export.split`). ``"auto"`` (default): split only when the
+        packed arena would exceed the int8 file's by more than
+        :data:`ARENA_ALLOWANCE_BYTES`, with the largest cap that keeps it
+        within; None: never split (the arena then holds the largest decoded
+        filter). The manifest's ``packing`` section says what was done.
+      budget: a :class:`tflite_export.Budget` (flash, RAM, MACs): the manifest's
+        ``fit`` section then says whether the packed model fits it and each
+        margin.
+      enforce_budget: raise :class:`tflite_export.BudgetError` (naming what is
+        over and by how many bytes) instead of writing files that do not fit.
 
     Returns:
       :class:`ExportResult` with the file paths and the manifest.
@@ -358,6 +474,11 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
     ``<name>_model_data.cc``/``.h`` and ``<name>_manifest.json``.
     """
     c_arrays.check_name(name)
+    check_max_decode_bytes(max_decode_bytes)
+    if budget is not None and not isinstance(budget, fit_lib.Budget):
+        raise ValueError(f"budget must be a tflite_export.Budget; received {budget!r}")
+    if enforce_budget and budget is None:
+        raise ValueError("enforce_budget=True needs a budget")
     samples = convert.samples_array(representative_data, model)
     if validation_data is not None:
         convert.labelled_arrays(validation_data, model, max_samples=1)  # fail early
@@ -372,12 +493,13 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
     _check_micro_ops(int8, check_inputs)
 
     layers = match_layers(converted)
-    raw_packed = pack.pack(int8, layers)
-    raw_arena = runtime.micro_arena_size(raw_packed, check_inputs[:1])
-    slimmed = slim.slim(raw_packed, check_inputs[:SLIMMING_CHECK_SAMPLES], raw_arena)
+    int8_arena = runtime.micro_arena_size(int8.data, check_inputs[:1])
+    packed_raw = pack_within(int8, layers, check_inputs[:1], max_decode_bytes=max_decode_bytes,
+                             int8_arena=int8_arena)
+    raw_packed = packed_raw.data
+    slimmed = slim.slim(raw_packed, check_inputs[:SLIMMING_CHECK_SAMPLES], packed_raw.arena)
     packed = flatbuffer.ParsedModel(slimmed.data)
 
-    int8_arena = runtime.micro_arena_size(int8.data, check_inputs[:1])
     packed_arena = runtime.micro_arena_size(packed.data, check_inputs[:1])
     report = verify(int8, packed, samples, layers=layers, model=model,
                     max_output_steps=max_output_steps, arena_size=max(int8_arena, packed_arena))
@@ -388,6 +510,13 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
             [int8.data, packed.data], check_inputs, [int8_arena, packed_arena])
         totals.update({"tflm_invoke_seconds_int8": int8_s, "tflm_invoke_seconds_packed": packed_s,
                        "invoke_ratio": packed_s / int8_s})
+    else:
+        (packed_s,) = runtime.interleaved_invoke_seconds([packed.data], check_inputs,
+                                                         [packed_arena], repeats=3, inner=1)
+    fit = fit_lib.fit_section(flash_bytes=len(packed.data), arena_bytes=packed_arena, int8=int8,
+                              invoke_seconds=packed_s)
+    if budget is not None:
+        fit["budget"] = (fit_lib.enforce(budget, fit) if enforce_budget else budget.check(fit))
     ops = flatbuffer.op_names(packed)
     manifest = {
         "version": MANIFEST_VERSION,
@@ -403,6 +532,16 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
         "tflm_resolver_methods": [c_arrays.resolver_method(op) for op in ops],
         "layers": layers,
         "totals": totals,
+        "packing": {
+            "max_decode_bytes": max_decode_bytes,
+            "decode_cap_used": packed_raw.max_decode_bytes,
+            "arena_allowance_bytes": ARENA_ALLOWANCE_BYTES if max_decode_bytes == "auto" else None,
+            "split_layers": {s.name: len(s.groups) for s in packed_raw.split.splits},
+            "largest_decode_bytes": max((l["decode_bytes"] for l in layers), default=0),
+            "caps_tried": [{"max_decode_bytes": cap, "arena_bytes_before_slimming": arena}
+                           for cap, arena in packed_raw.tried],
+        },
+        "fit": fit,
         "slimming": slimmed.steps,
         "verification": report,
     }

@@ -7,7 +7,7 @@ import warnings
 from tflite_export import flatbuffer
 
 
-def pack(int8_bytes, layers):
+def pack(int8_bytes, layers, filter_tensors=None):
     """The packed model: each layer of ``layers`` below 8 bits LUT-packed on its channel axis.
 
     Uses TFLite Micro's compression tool (``tflite_micro.compression``): one value
@@ -16,6 +16,9 @@ def pack(int8_bytes, layers):
     Args:
       int8_bytes: the int8 model (bytes or :class:`tflite_export.flatbuffer.ParsedModel`).
       layers: the manifest's layer rows (``bits``, ``tensor``, ``op`` per layer).
+      filter_tensors: ``{layer name: (tensor index, ...)}`` when the filters are
+        elsewhere than ``layer["tensor"]`` (a model split by
+        :func:`tflite_export.split.split_filters`: one tensor per channel group).
 
     Returns:
       the packed model bytes (the int8 bytes unchanged when no layer is below 8 bits).
@@ -29,8 +32,10 @@ def pack(int8_bytes, layers):
     for layer in layers:
         if layer["bits"] >= 8:
             continue
-        builder.add_tensor(0, layer["tensor"]).with_lut(
-            layer["bits"], spec.PerChannel(flatbuffer.FILTER_OPS[layer["op"]]))
+        tensors = (filter_tensors or {}).get(layer["name"], (layer["tensor"],))
+        for tensor in tensors:
+            builder.add_tensor(0, tensor).with_lut(
+                layer["bits"], spec.PerChannel(flatbuffer.FILTER_OPS[layer["op"]]))
         packed_any = True
     if not packed_any:
         return data

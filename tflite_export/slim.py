@@ -132,7 +132,7 @@ def _opcode_index(model, builtin):
     return len(model.operatorCodes) - 1
 
 
-def _drop_unused_tensors(model):
+def drop_unused_tensors(model):
     """Removes tensors no operator or subgraph input/output refers to; reindexes."""
     for graph in model.subgraphs:
         used = set(int(t) for t in graph.inputs) | set(int(t) for t in graph.outputs)
@@ -209,7 +209,7 @@ def pointwise_conv_to_fully_connected(model_bytes):
     if not removed:
         return model_bytes
     graph.operators = [op for i, op in enumerate(graph.operators) if i not in removed]
-    _drop_unused_tensors(model)
+    drop_unused_tensors(model)
     return write(model)
 
 

@@ -44,20 +44,27 @@ def check_int8_grid(int8, layers):
 def check_packed_tensors(int8, packed, layers):
     """Check 2: every layer below 8 bits is packed in ceil(n*b/8) index bytes and decodes exactly.
 
+    A layer split by output channels (its row's ``groups``, see
+    :mod:`tflite_export.split`) is packed once per group, each decoding exactly to
+    its channels of the int8 filter.
+
     Returns:
       the number of packed tensors.
     """
     filters = {f.tensor: f for f in flatbuffer.filter_tensors(int8)}
     items = flatbuffer.packed_tensors(packed)
-    expected = [l for l in layers if l["bits"] < 8]
-    if len(items) != len(expected):
+    unused = {(l["name"], tuple(g) if g else None): l for l in layers if l["bits"] < 8
+              for g in (l.get("groups") or [None])}
+    if len(items) != len(unused):
         raise ExportError(f"the packed model holds {len(items)} packed filters; the layers "
-                          f"need {len(expected)} (every layer below 8 bits)")
-    unused = {l["name"]: l for l in expected}
+                          f"need {len(unused)} (every layer below 8 bits, one per channel "
+                          "group of a split layer)")
     for item in items:
-        match = None
-        for layer in unused.values():
+        match = key = None
+        for key, layer in unused.items():
             reference = filters[layer["tensor"]].values
+            if key[1] is not None:
+                reference = reference[key[1][0]:key[1][1]]
             if reference.shape == item.shape and np.array_equal(reference, item.decoded):
                 match = layer
                 break
@@ -73,7 +80,7 @@ def check_packed_tensors(int8, packed, layers):
                 f"{item.index_bytes} bytes; expected {match['bits']}-bit indices in "
                 f"ceil(n*b/8) = {needed} bytes"
             )
-        del unused[match["name"]]
+        del unused[key]
     return len(items)
 
 
