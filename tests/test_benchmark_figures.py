@@ -71,3 +71,27 @@ def test_dual_precision_grid_figures_are_quoted():
     for record in grid["records"]:
         if record.get("accuracy") is not None:
             assert _pct(record["accuracy"]) in doc, record
+
+
+def test_decode_arena_figures_are_quoted():
+    summary, doc = _load("decode_arena.json"), _doc()
+    for record in summary["records"]:
+        before, after = record["before"], record["after"]
+        for value in (before["packed_file_bytes"], after["packed_file_bytes"],
+                      before["tflm_arena_bytes_packed"], after["tflm_arena_bytes_packed"],
+                      after["tflm_arena_bytes_int8"], before["largest_decode_bytes"],
+                      after["largest_decode_bytes"]):
+            assert f"{value:,}" in doc, (record["case"], value)
+        assert f"{record['packed_ratio_after_to_before']:.3f}x" in doc, record["case"]
+
+
+def test_the_readme_quotes_the_demos_decode_arena_figures():
+    summary = _load("decode_arena.json")
+    (demo,) = [r for r in summary["records"] if r["case"] == "demo_1bit"]
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    quoted = (f"from {demo['before']['tflm_arena_bytes_packed']:,} B to "
+              f"{demo['after']['tflm_arena_bytes_packed']:,} B (int8: "
+              f"{demo['after']['tflm_arena_bytes_int8']:,} B) for\na file "
+              f"{demo['packed_ratio_after_to_before']:.3f}x larger")
+    assert quoted in readme

@@ -145,3 +145,28 @@ def test_the_cli_takes_both_width_flags(flag):
     sweep = cli.build_parser().parse_args(["sweep", "--model", "resnet_cifar", "--bits", "1",
                                            "--out", "o", flag + "s", "0.5,1"])
     assert sweep.width_multipliers == [0.5, 1.0]
+
+
+def test_measured_records_carry_flash_ram_and_macs_and_plot_on_them(tmp_path, monkeypatch):
+    calls, measured = [], []
+    monkeypatch.setattr(experiment, "run", _fake_run(calls))
+
+    def measure(record, datasets):
+        measured.append(record.trial_id)
+        return {"flash_bytes": 1000 * record.conv_bits, "ram_bytes": 2000, "macs": 3}
+
+    base = experiment.RunConfig(model="resnet_cifar", dataset="digits")
+    kwargs = dict(bits=[1, 8], width_multipliers=[0.5], recipe=RECIPE, datasets=_tiny_datasets())
+    result = search.sweep(base, out_dir=str(tmp_path / "m"), measure=measure, **kwargs)
+    assert sorted(r.flash_bytes for r in result["records"]) == [1000, 8000]
+    assert len(measured) == 2 and all(r.macs == 3 for r in result["records"])
+    rows = list(csv.DictReader(open(tmp_path / "m" / search.run.RESULTS_CSV, encoding="utf-8")))
+    assert sorted(int(r["flash_bytes"]) for r in rows) == [1000, 8000]
+    for axis in ("eq6", "flash", "ram", "macs"):
+        assert search.replot(str(tmp_path / "m"), size_axis=axis)
+    # Without measurements the flash axis names what is missing and how to get it.
+    search.sweep(base, out_dir=str(tmp_path / "plain"), **kwargs)
+    with pytest.raises(ValueError, match="needs flash_bytes.*--measure-fit"):
+        search.replot(str(tmp_path / "plain"), size_axis="flash")
+    with pytest.raises(ValueError, match="size_axis must be one of"):
+        search.replot(str(tmp_path / "m"), size_axis="weight")

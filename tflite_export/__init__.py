@@ -13,6 +13,7 @@ from tflite_export.c_arrays import check_name, read_c_array, resolver_method
 from tflite_export.errors import ExportError
 from tflite_export.export import Converted, ExportResult, export, match_filters
 from tflite_export.fit import DEVICES, Budget, BudgetError, Device
+from tflite_export.budget_search import fit_budget, measure_fit, widest_fitting_width
 from tflite_export.flatbuffer import ParsedModel, filter_tensors, op_names, packed_tensors
 from tflite_export.runtime import MicroError, litert_outputs, micro_arena_size, micro_outputs
 from tflite_export.slim import SLIMMING_STEPS, Slimmed
@@ -38,10 +39,12 @@ __all__ = [
     "export",
     "export_arrays",
     "filter_tensors",
+    "fit_budget",
     "float_twin",
     "litert_outputs",
     "match_filters",
     "max_levels",
+    "measure_fit",
     "micro_arena_size",
     "micro_outputs",
     "op_names",
@@ -50,4 +53,5 @@ __all__ = [
     "resolver_method",
     "verify",
     "verify_dir",
+    "widest_fitting_width",
 ]

@@ -350,6 +350,17 @@ def _export_arrays(dataset, info, limit, image_size):
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def datasets_arrays(datasets, *, calibration_samples=500, validation_samples=2000):
+    """:func:`export_arrays` of already loaded :class:`Datasets` (train, test, info)."""
+    train, test, info = as_datasets(datasets)
+    checks.check_int("calibration_samples", calibration_samples, minimum=1)
+    checks.check_int("validation_samples", validation_samples, minimum=0)
+    size = info.image_shape[0] if info.augmentation == "imagenet" else None
+    calibration, _ = _export_arrays(train, info, calibration_samples, size)
+    validation = _export_arrays(test, info, validation_samples, size) if validation_samples else None
+    return calibration, validation
+
+
 def export_arrays(spec, *, data_dir=None, image_size=16, calibration_samples=500,
                   validation_samples=2000):
     """``(calibration_x, (validation_x, validation_y))`` for ``tflite_export.export``.

@@ -35,6 +35,9 @@ class TrialRecord:
         model and its training history.
       config, recipe, dataset_info: the run's :class:`~tfq_pareto.experiment.RunConfig`,
         :class:`~tfq_pareto.training.Recipe` and dataset info, as dicts.
+      flash_bytes, ram_bytes, macs: the exported model's flash (packed file),
+        RAM (TFLM arena, upper bound with CMSIS-NN scratch) and MACs per
+        inference, where measured (``tflite_export.fit_budget``).
     """
 
     conv_bits: int
@@ -58,6 +61,9 @@ class TrialRecord:
     config: dict = None
     recipe: dict = None
     dataset_info: dict = None
+    flash_bytes: int = None
+    ram_bytes: int = None
+    macs: int = None
 
     @property
     def done(self):

@@ -271,7 +271,8 @@ def _sweep(args, out):
     result = search.sweep(_run_config(args), bits=args.bits,
                           width_multipliers=args.width_multipliers,
                           budgets_bits=budgets, recipe=_search_recipe(args), out_dir=args.out,
-                          datasets=datasets, verbose=0 if args.quiet else 2)
+                          datasets=datasets, verbose=0 if args.quiet else 2,
+                          measure=_fit_measure(args))
     print(f"{'bits':>8}{'width':>8}{'size KiB':>10}{'accuracy':>10}  status", file=out)
     for r in result["records"]:
         acc = f"{100 * r.accuracy:.2f}%" if r.done else "-"
@@ -303,7 +304,7 @@ def _search_command(args, out):
         result = search.proxy_search(
             base, budget, bits=args.bits, recipe=recipe, proxy_recipe=proxy_recipe,
             proxy_fraction=args.proxy_fraction, top_k=args.top_k, out_dir=args.out,
-            datasets=datasets, verbose=0 if args.quiet else 2)
+            datasets=datasets, verbose=0 if args.quiet else 2, measure=_fit_measure(args))
         print(f"proxy ({args.proxy_fraction:g} x budget, {proxy_recipe.epochs} epochs) ranking: "
               f"{[tuple(p) for p in result['ranking']]}", file=out)
         print(f"proxy train seconds {result['train_seconds']['proxy']:.0f}, at the budget "
@@ -312,7 +313,7 @@ def _search_command(args, out):
         result = search.dual_precision_search(
             base, budget, bits=args.bits, oracle=args.oracle, max_trials=args.max_trials,
             recipe=recipe, out_dir=args.out, datasets=datasets,
-            verbose=0 if args.quiet else 2)
+            verbose=0 if args.quiet else 2, measure=_fit_measure(args))
     for r in result["records"]:
         acc = f"{100 * r.accuracy:.2f}%" if r.done else "-"
         print(f"conv {r.conv_bits} dw {r.dw_bits}: {acc} {r.status} {r.message or ''}", file=out)
@@ -328,10 +329,26 @@ def _search_command(args, out):
     return 0
 
 
+def _fit_measure(args):
+    """With --measure-fit: the exported model's flash, RAM and MACs for every trained trial."""
+    if not getattr(args, "measure_fit", False):
+        return None
+    import tflite_export  # pylint: disable=import-outside-toplevel
+    from tfq_pareto import data, load_model  # pylint: disable=import-outside-toplevel
+
+    def measure(record, datasets):
+        calibration, _ = data.datasets_arrays(datasets, calibration_samples=64,
+                                              validation_samples=0)
+        fit = tflite_export.measure_fit(load_model(record.model_file), calibration)
+        return {k: fit[k] for k in ("flash_bytes", "ram_bytes", "macs")}
+
+    return measure
+
+
 def _plot(args, out):
     from tfq_pareto import search  # pylint: disable=import-outside-toplevel
 
-    for path in search.replot(args.dir):
+    for path in search.replot(args.dir, size_axis=args.size_axis):
         print(f"wrote {path}", file=out)
     return 0
 
@@ -360,6 +377,12 @@ def _add_search_arguments(parser):
                         help="epochs per trial (default 300, Appendix A)")
     parser.add_argument("--batch-size", type=_epochs, default=128, help="batch size (default 128)")
     _add_output_arguments(parser, out_help="results folder (rerun to resume)")
+
+
+def _add_measure_argument(parser):
+    parser.add_argument("--measure-fit", action="store_true",
+                        help="export every trained trial and record its flash, RAM (TFLM "
+                        "arena + CMSIS-NN scratch) and MACs (then `plot --size-axis`)")
 
 
 def _size_command(commands):
@@ -509,6 +532,7 @@ def _sweep_command(commands):
                       "short form)")
     axis.add_argument("--budgets-kib", type=_float_list,
                       help="Eq. (6) budgets in KiB; each precision is widened to each")
+    _add_measure_argument(sweep)
     sweep.set_defaults(handler=_sweep)
 
 
@@ -540,18 +564,87 @@ def _search_command_parser(commands):
                                help="--oracle proxy: proxy pairs trained at the budget (default 1)")
     search_parser.add_argument("--max-trials", type=_epochs, default=None,
                                help="trials for random/bayesian (default 10)")
+    _add_measure_argument(search_parser)
     search_parser.set_defaults(handler=_search_command)
+
+
+def _fit_budget_command(commands):
+    fit = commands.add_parser(
+        "fit-budget", help="the most accurate model that fits a device's flash, RAM and MACs",
+        description="For every precision (pair), finds the widest width whose exported packed "
+        "model fits --flash-kib, --ram-kib (TFLM arena + CMSIS-NN scratch) and --max-macs, "
+        "trains those candidates as keras-tuner trials, exports the most accurate with the "
+        "budget enforced and writes results.json, fit.png and export/ (with the fit "
+        "certificate in the manifest) into --out; rerun to resume.")
+    _add_search_arguments(fit)
+    fit.add_argument("--device", default=None, help="a part of tflite_export.DEVICES (its "
+                     "flash and SRAM less the documented reserves); --flash-kib / --ram-kib / "
+                     "--max-macs override its figures")
+    fit.add_argument("--flash-kib", type=_positive, default=None, help="flash for the model, KiB")
+    fit.add_argument("--ram-kib", type=_positive, default=None, help="RAM for the arena, KiB")
+    fit.add_argument("--max-macs", type=_positive, default=None,
+                     help="multiply-accumulates per inference allowed, e.g. 50e6")
+    fit.add_argument("--bits", type=_int_list, default=[1, 2, 4, 8],
+                     help="the precision set (default 1,2,4,8)")
+    fit.add_argument("--max-width", type=_positive, default=4.0,
+                     help="widest width multiplier searched (default 4)")
+    fit.set_defaults(handler=_fit_budget)
+
+
+def _fit_budget(args, out):
+    import tflite_export  # pylint: disable=import-outside-toplevel
+    from tfq_pareto import data  # pylint: disable=import-outside-toplevel
+
+    if args.device is not None:
+        if args.device not in tflite_export.DEVICES:
+            raise ValueError(f"--device must be one of {sorted(tflite_export.DEVICES)}; "
+                             f"received {args.device!r}")
+        device = tflite_export.Budget.for_device(args.device)
+    elif args.flash_kib is None or args.ram_kib is None:
+        raise ValueError("give --flash-kib and --ram-kib, or --device")
+    else:
+        device = None
+    budget = tflite_export.Budget(
+        flash_bytes=int(args.flash_kib * 1024) if args.flash_kib else device.flash_bytes,
+        ram_bytes=int(args.ram_kib * 1024) if args.ram_kib else device.ram_bytes,
+        max_macs=args.max_macs, name=args.device)
+    datasets = data.load(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
+    result = tflite_export.fit_budget(
+        _run_config(args), budget, bits=args.bits, recipe=_search_recipe(args), out_dir=args.out,
+        datasets=datasets, verbose=0 if args.quiet else 2, max_width=args.max_width)
+    print(f"{'bits':>6}{'width':>8}{'flash KiB':>11}{'RAM KiB':>9}{'MMACs':>8}{'accuracy':>10}"
+          "  status", file=out)
+    for c in result["candidates"]:
+        width = f"{c['width_multiplier']:.3f}" if c["width_multiplier"] else "-"
+        flash = f"{c['flash_bytes'] / 1024:.1f}" if c["flash_bytes"] else "-"
+        ram = f"{c['ram_bytes'] / 1024:.1f}" if c["ram_bytes"] else "-"
+        macs = f"{c['macs'] / 1e6:.2f}" if c["macs"] else "-"
+        acc = f"{100 * c['accuracy']:.2f}%" if c["accuracy"] is not None else "-"
+        print(f"{c['label']:>6}{width:>8}{flash:>11}{ram:>9}{macs:>8}{acc:>10}  {c['status']} "
+              f"{c['reason'] or ''}", file=out)
+    pick, certificate = result["pick"], result["certificate"]
+    margins = certificate["budget"]["margins"]
+    print(f"pick: {pick['label']} at width {pick['width_multiplier']:.3f}, accuracy "
+          f"{100 * pick['accuracy']:.2f}%; certified {certificate['flash_bytes']:,} B flash "
+          f"(margin {margins['flash_bytes']:,}), {certificate['ram_bytes_upper_bound']:,} B RAM "
+          f"(margin {margins['ram_bytes']:,}), {certificate['macs']:,} MACs", file=out)
+    print(f"wrote {result['files']['results']}, {result['files']['plot']}, "
+          f"{result['files']['packed']}, {result['files']['manifest']}", file=out)
+    return 0
 
 
 def _plot_command(commands):
     plot = commands.add_parser("plot", help="redraw the plots of a sweep or search folder")
     plot.add_argument("dir", help="a --out folder of sweep or search")
+    plot.add_argument("--size-axis", choices=("eq6", "flash", "ram", "macs"), default="eq6",
+                      help="x axis of pareto.png: Eq. (6) size (default), or the exported "
+                      "model's flash, RAM or MACs (sweeps and searches run with --measure-fit)")
     plot.set_defaults(handler=_plot)
 
 
 #: One function per command, in the order ``--help`` lists them.
 COMMANDS = (_size_command, _train_command, _demo_command, _export_command, _analyze_command,
-            _sweep_command, _search_command_parser, _plot_command)
+            _sweep_command, _search_command_parser, _fit_budget_command, _plot_command)
 
 
 def build_parser():

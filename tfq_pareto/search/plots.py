@@ -20,22 +20,44 @@ def precision_label(record):
     return as_record(record).label
 
 
-def plot_pareto(records, path, title="accuracy vs model size"):
-    """One curve per precision (accuracy vs Eq. (6) size in KiB), the Pareto front highlighted."""
+#: x axes of :func:`plot_pareto`: record field, scale, label.
+SIZE_AXES = {
+    "eq6": ("size_bits", 8192, "model size, Eq. (6) [KiB]"),
+    "flash": ("flash_bytes", 1024, "flash: packed .tflite [KiB]"),
+    "ram": ("ram_bytes", 1024, "RAM: TFLM arena + CMSIS-NN scratch [KiB]"),
+    "macs": ("macs", 1e6, "MACs per inference [M]"),
+}
+
+
+def plot_pareto(records, path, title="accuracy vs model size", size_axis="eq6"):
+    """One curve per precision (accuracy vs size), the Pareto front highlighted.
+
+    ``size_axis``: ``"eq6"`` (Eq. (6) KiB), ``"flash"``, ``"ram"`` (KiB) or ``"macs"``
+    (millions); the last three need measured records (``measure`` of a sweep).
+    """
+    if size_axis not in SIZE_AXES:
+        raise ValueError(f"size_axis must be one of {sorted(SIZE_AXES)}; received {size_axis!r}")
+    field, scale, xlabel = SIZE_AXES[size_axis]
     plt = _pyplot()
     done = [r for r in map(as_record, records) if r.done]
+    missing = [r.trial_id for r in done if getattr(r, field) is None]
+    if missing:
+        raise ValueError(f"size_axis {size_axis!r} needs {field} in every record; trials "
+                         f"{missing} have none (run the sweep or search with --measure-fit)")
+    points = [{"size_bits": getattr(r, field), "accuracy": r.accuracy, "record": r} for r in done]
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
     for label in sorted({r.label for r in done}):
-        curve = sorted((r for r in done if r.label == label), key=lambda r: r.size_bits)
-        ax.plot([r.size_kib for r in curve], [100 * r.accuracy for r in curve], "o-",
-                label=label)
-    front = pareto_front(done) if done else []
+        curve = sorted((p for p in points if p["record"].label == label),
+                       key=lambda p: p["size_bits"])
+        ax.plot([p["size_bits"] / scale for p in curve], [100 * p["accuracy"] for p in curve],
+                "o-", label=label)
+    front = pareto_front(points) if points else []
     if front:
-        ax.plot([r.size_kib for r in front], [100 * r.accuracy for r in front], "k--",
-                lw=1, label="Pareto front")
-        ax.scatter([r.size_kib for r in front], [100 * r.accuracy for r in front],
+        ax.plot([p["size_bits"] / scale for p in front], [100 * p["accuracy"] for p in front],
+                "k--", lw=1, label="Pareto front")
+        ax.scatter([p["size_bits"] / scale for p in front], [100 * p["accuracy"] for p in front],
                    s=90, facecolors="none", edgecolors="k")
-    ax.set_xlabel("model size, Eq. (6) [KiB]")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy [%]")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -46,7 +46,8 @@ PARETO_PNG = "pareto.png"
 GRID_PNG = "grid.png"
 
 _CSV_FIELDS = ("trial_id", "status", "conv_bits", "dw_bits", "width_multiplier", "budget_bits",
-               "size_bits", "size_kib", "params", "accuracy", "message", "tuner_id")
+               "size_bits", "size_kib", "params", "accuracy", "flash_bytes", "ram_bytes", "macs",
+               "message", "tuner_id")
 
 
 def _check_bits_list(bits, name="bits"):
@@ -150,7 +151,7 @@ def _prepare(base_config, recipe, datasets, data_dir, image_size):
 
 def sweep(base_config, *, bits, width_multipliers=None, budgets_bits=None, recipe, out_dir,
           datasets=None, data_dir=None, image_size=16, strategy=None, verbose=0,
-          tolerance=0.03, widths=None):
+          tolerance=0.03, widths=None, measure=None):
     """Sec. 4: (size, accuracy, width, params) for every precision at every width or budget.
 
     Args:
@@ -164,6 +165,9 @@ def sweep(base_config, *, bits, width_multipliers=None, budgets_bits=None, recip
       recipe: :class:`tfq_pareto.training.Recipe`.
       out_dir: results folder (resumable).
       datasets: ``(train, test, info)``; default: load ``base_config.dataset``.
+      measure: adds fields to each trained record (see
+        :class:`~tfq_pareto.search.PrecisionTuner`; ``tfq-pareto sweep --measure-fit``
+        passes the exported model's flash, RAM and MACs).
 
     Returns:
       ``{"records": [TrialRecord, ...], "front": [...], "dominance": {...}}`` (also in
@@ -198,7 +202,7 @@ def sweep(base_config, *, bits, width_multipliers=None, budgets_bits=None, recip
     tuner = PrecisionTuner(
         make_oracle("grid", hp, allowed=allowed), base_config=base_config, recipe=recipe,
         datasets=datasets, directory=out_dir, project_name="tuner", strategy=strategy,
-        verbose=verbose, tolerance=tolerance)
+        verbose=verbose, tolerance=tolerance, measure=measure)
     summary = {"kind": "sweep", "config": dataclasses.asdict(base_config),
                "recipe": dataclasses.asdict(recipe), "bits": [list(p) for p in pairs],
                "width_multipliers": width_multipliers, "budgets_bits": budgets_bits}
@@ -222,7 +226,8 @@ def summarize_sweep(records):
 
 def dual_precision_search(base_config, budget_bits, *, bits=DEFAULT_BITS, oracle="grid",
                           max_trials=None, recipe, out_dir, datasets=None, data_dir=None,
-                          image_size=16, strategy=None, verbose=0, tolerance=0.03, seed=0):
+                          image_size=16, strategy=None, verbose=0, tolerance=0.03, seed=0,
+                          measure=None):
     """Sec. 6: the best (conv_bits, dw_bits) at one Eq. (6) budget.
 
     Every pair of B x B (just B for families without depthwise convs) is widened
@@ -244,7 +249,8 @@ def dual_precision_search(base_config, budget_bits, *, bits=DEFAULT_BITS, oracle
     tuner = PrecisionTuner(
         make_oracle(oracle, hp, max_trials=max_trials, max_epochs=recipe.epochs, seed=seed),
         base_config=base_config, recipe=recipe, datasets=datasets, directory=out_dir,
-        project_name="tuner", strategy=strategy, verbose=verbose, tolerance=tolerance)
+        project_name="tuner", strategy=strategy, verbose=verbose, tolerance=tolerance,
+        measure=measure)
     summary = {"kind": "search", "oracle": oracle, "config": dataclasses.asdict(base_config),
                "recipe": dataclasses.asdict(recipe), "budget_bits": budget_bits,
                "bits": sorted(set(bits))}
@@ -275,7 +281,7 @@ def _train_seconds(records):
 
 def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir,
                  proxy_fraction=0.25, proxy_recipe=None, top_k=1, datasets=None, data_dir=None,
-                 image_size=16, strategy=None, verbose=0, tolerance=0.03):
+                 image_size=16, strategy=None, verbose=0, tolerance=0.03, measure=None):
     """The best (conv_bits, dw_bits) at ``budget_bits`` from a low-width proxy grid.
 
     1. The full grid of :func:`dual_precision_search` at ``proxy_fraction *
@@ -299,7 +305,7 @@ def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir
     bits = _check_bits_list(bits)
     datasets, depthwise = _prepare(base_config, recipe, datasets, data_dir, image_size)
     common = {"datasets": datasets, "strategy": strategy, "verbose": verbose,
-              "tolerance": tolerance}
+              "tolerance": tolerance, "measure": measure}
     proxy = dual_precision_search(base_config, budget_bits * proxy_fraction, bits=bits,
                                   oracle="grid", recipe=proxy_recipe or recipe,
                                   out_dir=os.path.join(out_dir, "proxy"), **common)
@@ -337,8 +343,12 @@ def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir
     return result
 
 
-def replot(out_dir):
-    """Redraws the plots of a finished (or running) sweep/search from its results.json."""
+def replot(out_dir, size_axis="eq6"):
+    """Redraws the plots of a finished (or running) sweep/search from its results.json.
+
+    ``size_axis``: the x axis of pareto.png, one of :data:`tfq_pareto.search.plots.SIZE_AXES`
+    (``flash``, ``ram`` and ``macs`` need records measured with ``measure``).
+    """
     import json  # pylint: disable=import-outside-toplevel
 
     path = os.path.join(out_dir, RESULTS_JSON)
@@ -348,7 +358,7 @@ def replot(out_dir):
         results = json.load(f)
     records = [as_record(r) for r in results["records"]]
     files = [os.path.join(out_dir, PARETO_PNG)]
-    plots.plot_pareto(records, files[0])
+    plots.plot_pareto(records, files[0], size_axis=size_axis)
     if results.get("kind") == "search":
         files.append(os.path.join(out_dir, GRID_PNG))
         plots.plot_grid(records, files[1])

@@ -20,7 +20,7 @@ import os
 import keras_tuner as kt
 from keras_tuner.engine import base_tuner
 
-from tfq_pareto import data, experiment
+from tfq_pareto import data, experiment, training
 from tfq_pareto.records import COMPLETED, TrialRecord
 from tfq_pareto.width import width_for_size
 
@@ -140,16 +140,22 @@ class PrecisionTuner(base_tuner.BaseTuner):
       strategy: a ``tf.distribute`` strategy each trial trains with.
       verbose: Keras progress of each trial.
       tolerance: relative tolerance of the width search under a budget.
+      measure: optional ``measure(record, datasets) -> dict`` called after each
+        trial trains, whose fields (e.g. ``flash_bytes``, ``ram_bytes``, ``macs``
+        of the exported model) are added to the trial's record. The library
+        does not export; the command line passes the exporter's measurement.
     """
 
     def __init__(self, oracle, *, base_config, recipe, datasets, directory, project_name,
-                 overwrite=False, strategy=None, verbose=0, tolerance=0.03, **kwargs):
+                 overwrite=False, strategy=None, verbose=0, tolerance=0.03, measure=None,
+                 **kwargs):
         self.base_config = base_config
         self.recipe = recipe
         self.datasets = data.as_datasets(datasets)
         self.strategy = strategy
         self.run_verbose = verbose
         self.tolerance = tolerance
+        self.measure = measure
         super().__init__(oracle=oracle, hypermodel=None, directory=directory,
                          project_name=project_name, overwrite=overwrite, **kwargs)
 
@@ -191,6 +197,10 @@ class PrecisionTuner(base_tuner.BaseTuner):
                                 datasets=self.datasets)
         if not math.isfinite(record.loss):
             raise kt.errors.FailedTrialError(f"loss is {record.loss} (training diverged)")
+        if self.measure is not None and record.flash_bytes is None:
+            record = record.replace(**self.measure(record, self.datasets))
+            training.write_json(os.path.join(trial_dir, experiment.RECORD_FILE),
+                                record.to_dict())
         return {METRIC_ACCURACY: record.accuracy, METRIC_SIZE: float(record.size_bits)}
 
     def _saved_trials(self):
