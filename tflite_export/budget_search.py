@@ -122,7 +122,7 @@ def _load(budget, fit):
     return max(ratios)
 
 
-def widest_fitting_width(probe, budget, conv_bits, dw_bits, *, min_width=0.05, max_width=4.0,
+def widest_fitting_width(probe, budget, conv_bits, dw_bits, *, min_width=0.25, max_width=4.0,
                          steps=6, precision=0.05):
     """The widest width multiplier whose probed fit meets ``budget``.
 
@@ -216,7 +216,7 @@ def _plot(candidates, pick, path, budget):
 
 
 def fit_budget(config, budget, *, bits=(1, 2, 4, 8), recipe, out_dir, datasets=None,
-               data_dir=None, image_size=16, strategy=None, verbose=0, min_width=0.05,
+               data_dir=None, image_size=16, strategy=None, verbose=0, min_width=0.25,
                max_width=4.0, calibration_samples=64, validation_samples=500, name="model"):
     """The most accurate model of ``config``'s family that fits ``budget``, trained and exported.
 
@@ -230,7 +230,10 @@ def fit_budget(config, budget, *, bits=(1, 2, 4, 8), recipe, out_dir, datasets=N
       recipe: :class:`tfq_pareto.training.Recipe` each candidate trains with.
       out_dir: results folder (resumable: probes, trials and the export are kept).
       datasets: ``(train, test, info)``; default: load ``config.dataset``.
-      min_width, max_width: the width multipliers searched.
+      min_width, max_width: the width multipliers searched. The default narrowest,
+        0.25, leaves a 16-channel stage 4 channels; much narrower models can have
+        dead (all-zero) activations whose zero range makes the TFLM interpreter
+        abort while preparing its kernels (seen at 0.05: one channel per stage).
       calibration_samples, validation_samples: training images that calibrate the
         exports, test images the pick's manifest measures accuracy on.
       name: file and C symbol prefix of the exported pick.
