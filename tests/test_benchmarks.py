@@ -40,6 +40,7 @@ def test_qat_overhead_writes_a_ratio_per_model_and_configuration(tmp_path):
             assert r["ratio_to_float"] == 1.0
 
 
+@pytest.mark.slow  # starts TensorFlow in a subprocess
 def test_qat_overhead_rejects_an_unknown_model():
     result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "qat_overhead.py"),
                              "--models", "resnet20,vgg99"], capture_output=True, text=True,

@@ -64,7 +64,8 @@ BIT_MIXES = [  # (conv_bits, dw_bits, first_last_bits); the fast suite runs 2 of
 
 
 @pytest.mark.parametrize("build,shape,classes", [
-    (build_mobilenet_like, (16, 16, 3), 10), (build_depthwise_net, (12, 12, 3), 5)])
+    (build_mobilenet_like, (16, 16, 3), 10),
+    pytest.param(build_depthwise_net, (12, 12, 3), 5, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("conv_bits,dw_bits,first_last_bits", BIT_MIXES)
 def test_export_passes_every_verification(tmp_path, build, shape, classes, conv_bits, dw_bits,
                                           first_last_bits):
@@ -231,6 +232,7 @@ def test_c_arrays_compile_and_hold_the_packed_file(tmp_path):
     subprocess.run([str(tmp_path / "check")], check=True)
 
 
+@pytest.mark.slow
 def test_manifest_on_disk_matches_the_result(tmp_path):
     x, y = _data((16, 16, 3))
     qat = _trained(tfq_pareto.apply(build_mobilenet_like(), conv_bits=1, dw_bits=4), x, y)
@@ -248,6 +250,7 @@ def test_manifest_on_disk_matches_the_result(tmp_path):
     assert "Eq. (6) ideal" in result.sizes_table()
 
 
+@pytest.mark.slow
 def test_four_bit_activations_export_as_int8_and_report_the_change(tmp_path):
     x, y = _data((16, 16, 3))
     qat = _trained(tfq_pareto.apply(build_mobilenet_like(), conv_bits=1, dw_bits=4, act_bits=4), x, y)

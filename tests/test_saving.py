@@ -17,7 +17,8 @@ def trained_qat(mobilenet_like, images16):
     return qat
 
 
-@pytest.mark.parametrize("filename", ["model.h5", "saved_model"])
+@pytest.mark.parametrize("filename", ["model.h5",
+                                      pytest.param("saved_model", marks=pytest.mark.slow)])
 def test_save_load_same_outputs(tmp_path, trained_qat, images16, filename):
     path = os.path.join(tmp_path, filename)
     expected = trained_qat(images16, training=False).numpy()

@@ -113,7 +113,8 @@ def _builder(width):
     return tfq_pareto.widen(build_mobilenet_like(), width)
 
 
-@pytest.mark.parametrize("conv_bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("conv_bits", [1, 2, pytest.param(4, marks=pytest.mark.slow),
+                                       pytest.param(8, marks=pytest.mark.slow)])
 def test_width_for_size_hits_random_reachable_targets(conv_bits):
     rng = np.random.default_rng(conv_bits)
     for width in rng.uniform(0.5, 4.0, size=2):
