@@ -14,6 +14,22 @@ def _seed():
     keras.utils.set_random_seed(0)
 
 
+def trained_plain_cnn_qat(samples=64):
+    """:func:`build_plain_cnn` (4 classes) at 2 bits, first and last layer 8, trained one
+    epoch on seeded random images: ``(qat_model, x)`` for the exporter's stage tests."""
+    from tfq_pareto import apply  # pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(0)
+    model = apply(build_plain_cnn(num_classes=4), conv_bits=2, first_last_bits=8, act_bits=8)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (samples, 8, 8, 1)).astype("float32")
+    y = (x.mean(axis=(1, 2, 3)) * 8).astype(int) % 4
+    model.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    return model, x
+
+
 def build_mobilenet_like(num_classes=10, input_shape=(16, 16, 3), separable=True):
     """Stem conv -> inverted residual (1x1, depthwise, 1x1 + add) -> separable conv -> dense.
 

@@ -8,29 +8,18 @@ import os
 import numpy as np
 import pytest
 
-import tfq_pareto
 from tflite_export import errors, flatbuffer, pack, slim
-from tfq_pareto import keras
 
 # tflite_export.export and .verify are also the names of the package's functions.
 export = importlib.import_module("tflite_export.export")
 verify = importlib.import_module("tflite_export.verify")
 
-from conftest import build_plain_cnn
+from conftest import trained_plain_cnn_qat
 
 
 @pytest.fixture(scope="module")
 def qat():
-    keras.utils.set_random_seed(0)
-    model = tfq_pareto.apply(build_plain_cnn(num_classes=4), conv_bits=2, first_last_bits=8,
-                             act_bits=8)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (64, 8, 8, 1)).astype("float32")
-    y = (x.mean(axis=(1, 2, 3)) * 8).astype(int) % 4
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    return model, x
+    return trained_plain_cnn_qat(64)
 
 
 @pytest.fixture(scope="module")
