@@ -11,7 +11,7 @@ each in its own module or function (see :mod:`tflite_export.export`)::
 
 from tflite_export.c_arrays import check_name, read_c_array, resolver_method
 from tflite_export.errors import ExportError
-from tflite_export.export import Converted, ExportResult, export, match_filters
+from tflite_export.export import ARENA_ALLOWANCE_BYTES, Converted, ExportResult, export, match_filters
 from tflite_export.fit import DEVICES, Budget, BudgetError, Device
 from tflite_export.budget_search import fit_budget, measure_fit, widest_fitting_width
 from tflite_export.flatbuffer import ParsedModel, filter_tensors, op_names, packed_tensors
@@ -22,6 +22,7 @@ from tflite_export.verify import verify, verify_dir
 from tfq_pareto.data import export_arrays  # moved to tfq_pareto.data; kept here for old callers
 
 __all__ = [
+    "ARENA_ALLOWANCE_BYTES",
     "Budget",
     "BudgetError",
     "Converted",
