@@ -7,6 +7,28 @@ from tfq_pareto import keras
 from tfq_pareto.backend import tf
 
 
+# The longest tests (each 10-15 minutes of one worker in CI): they start first.
+_LONGEST = ("tests/test_readme.py::test_readme_shell_examples_of_the_cli_run",
+            "tests/test_fit_budget.py::test_fit_budget_trains_what_fits_and_certifies_the_pick")
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+    """Longest first: the known longest tests, then the other ``slow`` ones, then the rest.
+
+    With ``pytest -n 2 --dist worksteal`` (pytest.ini) an idle worker takes queued
+    tests from the other one, so starting the long tests first keeps both workers
+    busy to the end instead of one finishing a 10-minute test alone. The order is
+    deterministic, as xdist requires of every worker's collection.
+    """
+
+    def rank(item):
+        if item.nodeid in _LONGEST:
+            return _LONGEST.index(item.nodeid)
+        return len(_LONGEST) + (0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=rank)  # stable: file order within each rank
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     np.random.seed(0)
