@@ -234,20 +234,28 @@ def load(spec, *, data_dir=None, download=False, image_size=16, test_fraction=0.
     )
 
 
-def _crop(image, pad, flip):
+# The augmentations are stateless random ops driven by a per-example seed (a seeded
+# tf.data.Dataset.random zipped with the examples): stateful random ops inside a
+# parallel map draw in whatever order the threads run, so a seeded run would not
+# repeat itself.
+
+
+def _crop(image, pad, flip, seed):
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     shape = tf.shape(image)
     padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-    image = tf.image.random_crop(padded, shape)
-    return tf.image.random_flip_left_right(image) if flip else image
+    image = tf.image.stateless_random_crop(padded, shape, crop_seed)
+    return tf.image.stateless_random_flip_left_right(image, flip_seed) if flip else image
 
 
-def _imagenet_train(image, size):
-    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
-        tf.shape(image), tf.zeros([0, 0, 4], tf.float32), area_range=(0.08, 1.0),
+def _imagenet_train(image, size, seed):
+    box_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), tf.zeros([0, 0, 4], tf.float32), box_seed, area_range=(0.08, 1.0),
         aspect_ratio_range=(3 / 4, 4 / 3), min_object_covered=0.0, use_image_if_no_bounding_boxes=True)
     image = tf.slice(image, begin, crop_size)
     image = tf.image.resize(image, (size, size))
-    return tf.image.random_flip_left_right(image)
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
 
 def _imagenet_eval(image, size):
@@ -301,7 +309,9 @@ def pipeline(dataset, info, *, training, batch_size=128, augmentation="auto", im
       shuffle_buffer: shuffle buffer when training; "auto" (default): the whole
         training set when its size is known and it fits in memory (a uniform
         reshuffle every epoch), else 10,000 (see :func:`shuffle_buffer_for`).
-      seed: shuffle/augmentation seed.
+      seed: shuffle and augmentation seed (None: unseeded); with a seed (and the
+        process's TF seed set, as :func:`tfq_pareto.experiment.run` does) an epoch's
+        order and augmentations repeat exactly.
       one_hot: labels as one-hot float vectors (for label smoothing).
 
     Returns:
@@ -317,12 +327,13 @@ def pipeline(dataset, info, *, training, batch_size=128, augmentation="auto", im
     std = tf.constant(info.std, tf.float32)
     pad = max(1, info.image_shape[0] // 8)  # 4 pixels at 32x32, as the CIFAR recipe
 
-    def prepare(image, label):
+    def prepare(image, label, random_seed=None):
         image = tf.cast(image, tf.float32)
         if augmentation == "imagenet":
-            image = _imagenet_train(image, size) if training else _imagenet_eval(image, size)
+            image = (_imagenet_train(image, size, random_seed) if training
+                     else _imagenet_eval(image, size))
         elif training and augmentation in ("crop", "crop_flip"):
-            image = _crop(image, pad, augmentation == "crop_flip")
+            image = _crop(image, pad, augmentation == "crop_flip", random_seed)
         image = (image - mean) / std
         label = tf.cast(label, tf.int64)
         if one_hot:
@@ -335,6 +346,12 @@ def pipeline(dataset, info, *, training, batch_size=128, augmentation="auto", im
         raise ValueError(f"shuffle_buffer must be 'auto' or an int >= 1; received {shuffle_buffer!r}")
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if augmentation is not None:  # one stateless seed (2 int64) per example
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+            dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+                lambda example, random_seed: prepare(*example, random_seed),
+                num_parallel_calls=AUTOTUNE)
+            return dataset.batch(batch_size).prefetch(AUTOTUNE)
     dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE)
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
 

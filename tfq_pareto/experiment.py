@@ -29,6 +29,10 @@ class RunConfig:
     ``act_bits=None`` (the default) takes the recipe's activation bits when the
     run starts (:attr:`tfq_pareto.training.Recipe.act_bits`: 4 for the CIFAR
     preset, 8 for the ImageNet ones, as in Sec. 3).
+    ``seed``: an int seeds the run (Python, NumPy and TF random state, so the
+    initial weights, and the training set's shuffle and augmentation); None (the
+    default) leaves the process's random state as it is. The searches' ``seeds=N``
+    trains every point with seeds 0..N-1 (offset by this seed when set).
     """
 
     model: str = "resnet_cifar"
@@ -41,6 +45,7 @@ class RunConfig:
     act_bits: int = None
     dataset: str = "digits"
     dw_fan_in: str = None
+    seed: int = None
 
     def __post_init__(self):
         if self.model not in FAMILIES:
@@ -57,6 +62,8 @@ class RunConfig:
                 raise ValueError(f"dw_fan_in applies to model 'vgg11' only; received model "
                                  f"{self.model!r} with dw_fan_in={self.dw_fan_in!r}")
             parse_fan_in(self.dw_fan_in)
+        if self.seed is not None:
+            checks.check_int("seed", self.seed, minimum=0)
 
     @classmethod
     def from_dict(cls, values):
@@ -128,14 +135,17 @@ def run(config, recipe, *, out_dir, data_dir=None, download=False, image_size=16
             stored = json.load(f)
         if isinstance(stored.get("config"), dict):
             stored["config"] = migrate_config(stored["config"])
+            stored["config"].setdefault("seed", None)  # written before runs had a seed
         if all(stored.get(k) == v for k, v in wanted.items()):
             return TrialRecord.from_dict(stored)
     train_raw, test_raw, info = data_lib.as_datasets(datasets) if datasets else data_lib.load(
         config.dataset, data_dir=data_dir, download=download, image_size=image_size)
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)  # before any weight is made
     float_model, depthwise = check_config(config, info)
     one_hot = bool(recipe.label_smoothing)
     train_data = data_lib.pipeline(train_raw, info, training=True, batch_size=recipe.batch_size,
-                                   one_hot=one_hot, seed=0)
+                                   one_hot=one_hot, seed=config.seed or 0)
     test_data = data_lib.pipeline(test_raw, info, training=False, batch_size=recipe.batch_size,
                                   one_hot=one_hot)
     steps = -(-info.num_train // recipe.batch_size)
@@ -156,7 +166,7 @@ def run(config, recipe, *, out_dir, data_dir=None, download=False, image_size=16
     size_bits = model_size(model)
     record = TrialRecord(
         conv_bits=config.conv_bits, dw_bits=dw_bits, width_multiplier=config.width_multiplier,
-        config=wanted["config"], recipe=wanted["recipe"], model_name=float_model.name,
+        seed=config.seed, config=wanted["config"], recipe=wanted["recipe"], model_name=float_model.name,
         dataset_info=dataclasses.asdict(info), size_bits=size_bits, size_kib=size_bits / 8192,
         params=float_model.count_params(), accuracy=float(accuracy), loss=float(loss),
         train_seconds=seconds, epochs_run=len(history.get("epoch", [])) or recipe.epochs,
