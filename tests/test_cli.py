@@ -136,19 +136,29 @@ def test_demo_tiny_runs_end_to_end(tmp_path):
     import json
     import os
 
+    from tfq_pareto_cli import demo  # pylint: disable=import-outside-toplevel
+
     out = str(tmp_path / "demo")
     status, text = _run(["demo", "--tiny", "--quiet", "--out", out])
     assert status == 0
-    assert "size budget: the 8-bit ResNet-20 at width 1" in text
-    assert "8-bit, width 1" in text and "1-bit DualPrecision, equal size" in text
+    width = f"{demo.DEMO_BUDGET_WIDTH:g}"
+    assert f"size budget: the 8-bit ResNet-20 at width {width} =" in text
+    assert f"8-bit, width {width}" in text and "1-bit DualPrecision, equal size" in text
     with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
         results = json.load(f)
     eight, one = results["records"]
     assert eight["config"]["conv_bits"] == 8 and one["config"]["conv_bits"] == 1
     assert one["width_multiplier"] > 2 * eight["width_multiplier"]
     assert one["config"]["width_multiplier"] == one["width_multiplier"]
-    assert [r["label"] for r in results["records"]] == ["8-bit, width 1",
+    assert [r["label"] for r in results["records"]] == [f"8-bit, width {width}",
                                                         "1-bit DualPrecision, equal size"]
+    # Every model trained with the demo's seeds; the verdict compares means with the spread.
+    assert results["seeds"] == demo.DEMO_SEEDS
+    assert all(len(r["accuracies"]) == demo.DEMO_SEEDS for r in results["records"])
+    comparison = results["comparison"]
+    assert comparison["margin_points"] == pytest.approx(
+        100 * (one["accuracy"] - eight["accuracy"]))
+    assert comparison["verdict"] in text
     assert abs(one["size_bits"] - eight["size_bits"]) <= 0.02 * eight["size_bits"]
     assert os.path.getsize(os.path.join(out, "accuracy_vs_size.png")) > 1000
     # It ends by exporting the DualPrecision model and printing the three sizes.

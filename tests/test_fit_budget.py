@@ -9,7 +9,7 @@ import pytest
 
 import tflite_export
 from tflite_export import budget_search, runtime
-from tfq_pareto import data, experiment, training
+from tfq_pareto import TrialRecord, data, experiment, training
 from tfq_pareto_cli import cli
 
 RECIPE = training.Recipe(epochs=1, warmup_epochs=0, batch_size=32)
@@ -150,3 +150,50 @@ def test_fit_budget_trains_what_fits_and_certifies_the_pick(tmp_path, capsys):
     # A rerun resumes: no probe is exported and no trial trained again.
     probes = (out / "probes.json").read_text()
     assert cli.main(argv) == 0 and (out / "probes.json").read_text() == probes
+
+
+def test_with_seeds_candidates_rank_by_their_mean_and_the_best_seed_is_exported(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(budget_search._Probes, "__call__",  # pylint: disable=protected-access
+                        lambda self, c, d, w: _analytic([])(c, d, w))
+    trained = []
+
+    def fake_run(config, recipe, *, out_dir, **kwargs):
+        trained.append((config.conv_bits, config.seed))
+        # 1-bit: 0.60 / 0.70 (mean 0.65); 8-bit: 0.68 / 0.58 (mean 0.63): 1-bit wins on
+        # the mean although 8-bit's seed 0 beats 1-bit's seed 0.
+        accuracy = {(1, 0): 0.60, (1, 1): 0.70, (8, 0): 0.68, (8, 1): 0.58}[
+            (config.conv_bits, config.seed)]
+        record = TrialRecord(
+            conv_bits=config.conv_bits, width_multiplier=config.width_multiplier,
+            seed=config.seed, size_bits=1, accuracy=accuracy, loss=0.5,
+            model_file=os.path.join(out_dir, f"model_{config.seed}.h5"))
+        training.write_json(os.path.join(out_dir, experiment.RECORD_FILE), record.to_dict())
+        return record
+
+    exported = []
+
+    def fake_export(model, samples, out_dir, **kwargs):
+        exported.append(model)
+        fit = {"flash_bytes": 100, "ram_bytes_upper_bound": 100, "macs": 10}
+        fit["budget"] = kwargs["budget"].check(fit)
+        return type("Result", (), {"manifest": {"fit": fit}, "files": {"packed": "p"}})()
+
+    monkeypatch.setattr(experiment, "run", fake_run)
+    monkeypatch.setattr(budget_search, "load_model", lambda path: path)
+    monkeypatch.setattr(budget_search.export_lib, "export", fake_export)
+    config = experiment.RunConfig(model="resnet_cifar", dataset="digits")
+    result = tflite_export.fit_budget(
+        config, tflite_export.Budget(flash_bytes=40_000, ram_bytes=10**6), bits=[1, 8],
+        recipe=RECIPE, out_dir=str(tmp_path), datasets=_tiny_datasets(), seeds=2,
+        calibration_samples=4, validation_samples=0)
+    assert sorted(trained) == [(1, 0), (1, 1), (8, 0), (8, 1)]
+    candidates = {c["label"]: c for c in result["candidates"]}
+    assert candidates["1-bit"]["accuracies"] == [0.60, 0.70]
+    assert candidates["1-bit"]["accuracy"] == pytest.approx(0.65)
+    assert candidates["8-bit"]["accuracy_std"] == pytest.approx(np.std([0.68, 0.58], ddof=1))
+    assert result["pick"]["label"] == "1-bit"
+    assert exported == [os.path.join(str(tmp_path), "tuner", "trial_0000", "seed_1",
+                                     "model_1.h5")]  # the pick's most accurate seed
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["seeds"] == 2 and saved["pick"]["accuracies"] == [0.60, 0.70]

@@ -37,6 +37,7 @@ import numpy as np
 
 from tflite_export.fit import Budget, BudgetError, DEVICES
 from tfq_pareto import apply, data, experiment, load_model, search, training
+from tfq_pareto.checks import check_int
 from tfq_pareto.quantizers import check_bits
 from tfq_pareto.records import jsonable
 
@@ -196,7 +197,9 @@ def _plot(candidates, pick, path, budget):
                                   (axes[2], "macs", budget.max_macs, "MACs [M]")):
         scale = 1e6 if key == "macs" else 1024
         for c in done:
-            ax.scatter(c[key] / scale, 100 * c["accuracy"], s=50, label=c["label"])
+            ax.errorbar(c[key] / scale, 100 * c["accuracy"], fmt="o", ms=7, capsize=3,
+                        yerr=None if c.get("accuracy_std") is None else 100 * c["accuracy_std"],
+                        label=c["label"])
             ax.annotate(f"w={c['width_multiplier']:.2f}", (c[key] / scale, 100 * c["accuracy"]),
                         textcoords="offset points", xytext=(4, -10), fontsize=7)
         if pick is not None:
@@ -217,7 +220,8 @@ def _plot(candidates, pick, path, budget):
 
 def fit_budget(config, budget, *, bits=(1, 2, 4, 8), recipe, out_dir, datasets=None,
                data_dir=None, image_size=16, strategy=None, verbose=0, min_width=0.25,
-               max_width=4.0, calibration_samples=64, validation_samples=500, name="model"):
+               max_width=4.0, calibration_samples=64, validation_samples=500, name="model",
+               seeds=1):
     """The most accurate model of ``config``'s family that fits ``budget``, trained and exported.
 
     Args:
@@ -237,6 +241,10 @@ def fit_budget(config, budget, *, bits=(1, 2, 4, 8), recipe, out_dir, datasets=N
       calibration_samples, validation_samples: training images that calibrate the
         exports, test images the pick's manifest measures accuracy on.
       name: file and C symbol prefix of the exported pick.
+      seeds: trainings per candidate (seeds 0..seeds-1): candidates are ranked by
+        their mean accuracy, each row of results.json has every seed's accuracy
+        and their standard deviation, and the pick's most accurate seed is the
+        model exported.
 
     Returns:
       ``{"pick": candidate, "certificate": the pick's manifest fit section, "candidates":
@@ -259,6 +267,7 @@ def fit_budget(config, budget, *, bits=(1, 2, 4, 8), recipe, out_dir, datasets=N
         raise ValueError(f"bits must name at least one precision; received {bits!r}")
     for b in bits:
         check_bits("bits", b)
+    check_int("seeds", seeds)
     if datasets is None:
         datasets = data.load(config.dataset, data_dir=data_dir, image_size=image_size)
     datasets = data.as_datasets(datasets)
@@ -293,7 +302,8 @@ def fit_budget(config, budget, *, bits=(1, 2, 4, 8), recipe, out_dir, datasets=N
         hp.Choice(search.tuner.HP_DW_BITS, unique)
     tuner = search.PrecisionTuner(
         search.make_oracle("grid", hp), base_config=config, recipe=recipe, datasets=datasets,
-        directory=out_dir, project_name="tuner", strategy=strategy, verbose=verbose)
+        directory=out_dir, project_name="tuner", strategy=strategy, verbose=verbose,
+        seeds=seeds)
 
     def trial_config(hyperparameters):
         values = hyperparameters.values
@@ -318,7 +328,9 @@ def fit_budget(config, budget, *, bits=(1, 2, 4, 8), recipe, out_dir, datasets=N
                    or (r.message.strip().splitlines()[-1] if r.message else None),
                    "eq6_bits": fits[(r.conv_bits, r.dw_bits)]["eq6_bits"],
                    "flash_bytes": r.flash_bytes, "ram_bytes": r.ram_bytes, "macs": r.macs,
-                   "accuracy": r.accuracy, "model_file": r.model_file} for r in records]
+                   "accuracy": r.accuracy, "accuracy_std": r.accuracy_std,
+                   "accuracies": r.accuracies, "seeds": r.seeds,
+                   "model_file": r.model_file} for r in records]
 
     pick, certificate, refused = None, None, []
     export_dir = os.path.join(out_dir, EXPORT_DIR)
@@ -338,7 +350,7 @@ def fit_budget(config, budget, *, bits=(1, 2, 4, 8), recipe, out_dir, datasets=N
         break
     summary = {"kind": "fit_budget", "budget": _budget_summary(budget),
                "config": dataclasses.asdict(config), "recipe": dataclasses.asdict(recipe),
-               "bits": unique, "width_range": [min_width, max_width],
+               "bits": unique, "seeds": seeds, "width_range": [min_width, max_width],
                "ram_measure": "TFLM arena + largest CMSIS-NN scratch buffer (upper bound)",
                "candidate_fit_measure": "export of the untrained QAT model at the candidate's "
                                         "width (probe); the pick's figures are its own export's",

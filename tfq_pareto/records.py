@@ -38,6 +38,11 @@ class TrialRecord:
       flash_bytes, ram_bytes, macs: the exported model's flash (packed file),
         RAM (TFLM arena, upper bound with CMSIS-NN scratch) and MACs per
         inference, where measured (``tflite_export.fit_budget``).
+      seed: the run's seed (:attr:`tfq_pareto.experiment.RunConfig.seed`).
+      seeds, accuracies, accuracy_std, model_files: a point trained with several
+        seeds (:func:`combine_seeds`): each seed, its accuracy, the accuracies'
+        sample standard deviation (None for one seed) and each seed's model;
+        ``accuracy`` is then their mean.
     """
 
     conv_bits: int
@@ -64,6 +69,11 @@ class TrialRecord:
     flash_bytes: int = None
     ram_bytes: int = None
     macs: int = None
+    seed: int = None
+    seeds: list = None
+    accuracies: list = None
+    accuracy_std: float = None
+    model_files: list = None
 
     @property
     def done(self):
@@ -111,6 +121,39 @@ def migrate_config(config):
     if "width" in config and "width_multiplier" not in config:
         config["width_multiplier"] = config.pop("width")
     return config
+
+
+def combine_seeds(records):
+    """One record of a point trained with several seeds: the mean and the spread.
+
+    Args:
+      records: the :class:`TrialRecord` of each seed's run of the same point
+        (same precision and width), first seed first.
+
+    Returns:
+      The first record with ``accuracy`` and ``loss`` the means over seeds,
+      ``accuracies`` and ``seeds`` every seed's value, ``accuracy_std`` their
+      sample standard deviation (ddof 1; None for a single seed), ``train_seconds``
+      the total, and ``model_file`` the most accurate seed's model (``model_files``:
+      all of them, in seed order).
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("combine_seeds needs at least one record")
+    accuracies = [r.accuracy for r in records]
+    if any(a is None for a in accuracies):
+        raise ValueError(f"every seed's run must be finished; accuracies {accuracies}")
+    n = len(records)
+    mean = sum(accuracies) / n
+    std = (sum((a - mean) ** 2 for a in accuracies) / (n - 1)) ** 0.5 if n > 1 else None
+    losses = [r.loss for r in records if r.loss is not None]
+    best = max(range(n), key=lambda i: accuracies[i])
+    return records[0].replace(
+        accuracy=mean, accuracy_std=std, accuracies=accuracies,
+        seeds=[r.seed for r in records], seed=None if n > 1 else records[0].seed,
+        loss=sum(losses) / len(losses) if len(losses) == n else None,
+        train_seconds=sum(r.train_seconds or 0.0 for r in records),
+        model_file=records[best].model_file, model_files=[r.model_file for r in records])
 
 
 def as_record(value):

@@ -104,12 +104,17 @@ _RECIPES = ("cifar", "imagenet_resnet", "imagenet_mobilenet")
 
 
 def _recipe(args):
-    import dataclasses  # pylint: disable=import-outside-toplevel
-
     from tfq_pareto import training  # pylint: disable=import-outside-toplevel
 
-    recipe = {"cifar": training.CIFAR, "imagenet_resnet": training.IMAGENET_RESNET,
-              "imagenet_mobilenet": training.IMAGENET_MOBILENET}[args.recipe]
+    return _with_overrides({"cifar": training.CIFAR, "imagenet_resnet": training.IMAGENET_RESNET,
+                            "imagenet_mobilenet": training.IMAGENET_MOBILENET}[args.recipe], args)
+
+
+def _with_overrides(recipe, args):
+    """``recipe`` with the command line's --epochs, --batch-size, --lr, --warmup-epochs,
+    --weight-decay and --label-smoothing (those given)."""
+    import dataclasses  # pylint: disable=import-outside-toplevel
+
     overrides = {
         "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
         "warmup_epochs": args.warmup_epochs, "weight_decay": args.weight_decay,
@@ -150,9 +155,13 @@ def _demo(args, out):
         print(message, file=out, flush=True)
 
     result = demo.run_demo(args.out, epochs=args.epochs, act_bits=args.act_bits, tiny=args.tiny,
-                           verbose=0 if args.quiet else 2, log=log)
+                           verbose=0 if args.quiet else 2, log=log,
+                           seeds=args.seeds or demo.DEMO_SEEDS,
+                           budget_width_multiplier=args.budget_width_multiplier
+                           or demo.DEMO_BUDGET_WIDTH)
     print(file=out)
     print(demo.format_table(result["records"], result["labels"]), file=out)
+    print(f"\n{result['comparison']['verdict']}", file=out)
     print(f"\nwrote {result['files']['results']} and {result['files']['plot']}", file=out)
     if args.no_export:
         return 0
@@ -256,11 +265,9 @@ def _run_config(args, conv_bits=8):
 
 
 def _search_recipe(args):
-    import dataclasses  # pylint: disable=import-outside-toplevel
-
     from tfq_pareto import training  # pylint: disable=import-outside-toplevel
 
-    return dataclasses.replace(training.CIFAR.with_epochs(args.epochs), batch_size=args.batch_size)
+    return _with_overrides(training.CIFAR, args)
 
 
 def _sweep(args, out):
@@ -272,18 +279,20 @@ def _sweep(args, out):
                           width_multipliers=args.width_multipliers,
                           budgets_bits=budgets, recipe=_search_recipe(args), out_dir=args.out,
                           datasets=datasets, verbose=0 if args.quiet else 2,
-                          measure=_fit_measure(args))
-    print(f"{'bits':>8}{'width':>8}{'size KiB':>10}{'accuracy':>10}  status", file=out)
+                          measure=_fit_measure(args), seeds=args.seeds)
+    print(f"{'bits':>8}{'width':>8}{'size KiB':>10}{'accuracy':>17}  status", file=out)
     for r in result["records"]:
-        acc = f"{100 * r.accuracy:.2f}%" if r.done else "-"
+        acc = _accuracy_text(r.accuracy, r.accuracy_std)
         size = f"{r.size_kib:.2f}" if r.size_kib is not None else "-"
         width = f"{r.width_multiplier:.3f}" if r.width_multiplier is not None else "-"
         bits = r.conv_bits if r.dw_bits is None else f"{r.conv_bits}/{r.dw_bits}"
-        print(f"{bits:>8}{width:>8}{size:>10}{acc:>10}  {r.status} {r.message or ''}",
+        print(f"{bits:>8}{width:>8}{size:>10}{acc:>17}  {r.status} {r.message or ''}",
               file=out)
     print(f"Pareto front: {[(r.conv_bits, round(r.size_kib, 2)) for r in result['front']]}",
           file=out)
     print(f"dominance (row dominates column): {result['dominance']}", file=out)
+    if args.seeds > 1:
+        print(f"dominance beyond the seed spread: {result['dominance_beyond_spread']}", file=out)
     print(f"wrote {args.out}/results.json, results.csv, pareto.png", file=out)
     return 0
 
@@ -304,7 +313,8 @@ def _search_command(args, out):
         result = search.proxy_search(
             base, budget, bits=args.bits, recipe=recipe, proxy_recipe=proxy_recipe,
             proxy_fraction=args.proxy_fraction, top_k=args.top_k, out_dir=args.out,
-            datasets=datasets, verbose=0 if args.quiet else 2, measure=_fit_measure(args))
+            datasets=datasets, verbose=0 if args.quiet else 2, measure=_fit_measure(args),
+            seeds=args.seeds)
         print(f"proxy ({args.proxy_fraction:g} x budget, {proxy_recipe.epochs} epochs) ranking: "
               f"{[tuple(p) for p in result['ranking']]}", file=out)
         print(f"proxy train seconds {result['train_seconds']['proxy']:.0f}, at the budget "
@@ -313,20 +323,27 @@ def _search_command(args, out):
         result = search.dual_precision_search(
             base, budget, bits=args.bits, oracle=args.oracle, max_trials=args.max_trials,
             recipe=recipe, out_dir=args.out, datasets=datasets,
-            verbose=0 if args.quiet else 2, measure=_fit_measure(args))
+            verbose=0 if args.quiet else 2, measure=_fit_measure(args), seeds=args.seeds)
     for r in result["records"]:
-        acc = f"{100 * r.accuracy:.2f}%" if r.done else "-"
+        acc = _accuracy_text(r.accuracy, r.accuracy_std)
         print(f"conv {r.conv_bits} dw {r.dw_bits}: {acc} {r.status} {r.message or ''}", file=out)
     best = result["best"]
     if best:
         print(f"best pair at {budget / 8192:.2f} KiB: conv {best.conv_bits} / dw "
               f"{best.dw_bits} (width {best.width_multiplier:.3f}, accuracy "
-              f"{100 * best.accuracy:.2f}%)", file=out)
+              f"{_accuracy_text(best.accuracy, best.accuracy_std)})", file=out)
     if args.oracle == "proxy":
         print(f"wrote {args.out}/results.json, proxy/ (the proxy grid), final/", file=out)
     else:
         print(f"wrote {args.out}/results.json, results.csv, pareto.png, grid.png", file=out)
     return 0
+
+
+def _accuracy_text(accuracy, std=None):
+    """"12.34%", "12.34% +- 0.56" (standard deviation over seeds, points) or "-"."""
+    if accuracy is None:
+        return "-"
+    return f"{100 * accuracy:.2f}%" + ("" if std is None else f" +- {100 * std:.2f}")
 
 
 def _fit_measure(args):
@@ -376,7 +393,24 @@ def _add_search_arguments(parser):
     parser.add_argument("--epochs", type=_epochs, default=300,
                         help="epochs per trial (default 300, Appendix A)")
     parser.add_argument("--batch-size", type=_epochs, default=128, help="batch size (default 128)")
+    _add_recipe_arguments(parser)
+    parser.add_argument("--seeds", type=_epochs, default=1,
+                        help="trainings per point, seeds 0..N-1 (default 1); results.json and "
+                        "results.csv keep every seed's accuracy, the mean and the standard "
+                        "deviation, and the plots draw error bars")
     _add_output_arguments(parser, out_help="results folder (rerun to resume)")
+
+
+def _add_recipe_arguments(parser):
+    """Overrides of the Appendix A recipe (train, sweep, search, fit-budget)."""
+    parser.add_argument("--lr", type=_positive, default=None,
+                        help="override the peak learning rate (0.05)")
+    parser.add_argument("--warmup-epochs", type=_non_negative, default=None,
+                        help="override the linear warm-up epochs (5; clamped into short runs)")
+    parser.add_argument("--weight-decay", type=_non_negative, default=None,
+                        help="override the weight decay on conv/dense kernels")
+    parser.add_argument("--label-smoothing", type=_non_negative, default=None,
+                        help="override the label smoothing")
 
 
 def _add_measure_argument(parser):
@@ -427,14 +461,7 @@ def _train_command(commands):
                        "activations), imagenet_mobilenet (same, 120 epochs)")
     train.add_argument("--epochs", type=_epochs, default=None, help="override the epochs")
     train.add_argument("--batch-size", type=_epochs, default=None, help="override the batch size")
-    train.add_argument("--lr", type=_positive, default=None,
-                       help="override the peak learning rate (0.05)")
-    train.add_argument("--warmup-epochs", type=_non_negative, default=None,
-                       help="override the linear warm-up epochs (5)")
-    train.add_argument("--weight-decay", type=_non_negative, default=None,
-                       help="override the weight decay on conv/dense kernels")
-    train.add_argument("--label-smoothing", type=_non_negative, default=None,
-                       help="override the label smoothing")
+    _add_recipe_arguments(train)
     train.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"),
                        default="default",
                        help="tf.distribute strategy: mirrored = all GPUs of this machine, "
@@ -454,6 +481,11 @@ def _demo_command(commands):
     demo.add_argument("--epochs", type=_epochs, default=12, help="epochs per model (default 12)")
     demo.add_argument("--act-bits", type=_act_bits, default=8,
                       help="activation bits of both models (default 8)")
+    demo.add_argument("--seeds", type=_epochs, default=None,
+                      help="trainings per model, seeds 0..N-1 (default 2): the verdict compares "
+                      "the mean accuracies with their spread")
+    demo.add_argument("--budget-width-multiplier", type=_positive, default=None,
+                      help="the size budget: the 8-bit model's size at this width")
     demo.add_argument("--tiny", action="store_true",
                       help="1 epoch on 10%% of the data: a smoke test (seconds)")
     demo.add_argument("--no-export", action="store_true",
@@ -611,21 +643,22 @@ def _fit_budget(args, out):
     datasets = data.load(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
     result = tflite_export.fit_budget(
         _run_config(args), budget, bits=args.bits, recipe=_search_recipe(args), out_dir=args.out,
-        datasets=datasets, verbose=0 if args.quiet else 2, max_width=args.max_width)
-    print(f"{'bits':>6}{'width':>8}{'flash KiB':>11}{'RAM KiB':>9}{'MMACs':>8}{'accuracy':>10}"
+        datasets=datasets, verbose=0 if args.quiet else 2, max_width=args.max_width,
+        seeds=args.seeds)
+    print(f"{'bits':>6}{'width':>8}{'flash KiB':>11}{'RAM KiB':>9}{'MMACs':>8}{'accuracy':>17}"
           "  status", file=out)
     for c in result["candidates"]:
         width = f"{c['width_multiplier']:.3f}" if c["width_multiplier"] else "-"
         flash = f"{c['flash_bytes'] / 1024:.1f}" if c["flash_bytes"] else "-"
         ram = f"{c['ram_bytes'] / 1024:.1f}" if c["ram_bytes"] else "-"
         macs = f"{c['macs'] / 1e6:.2f}" if c["macs"] else "-"
-        acc = f"{100 * c['accuracy']:.2f}%" if c["accuracy"] is not None else "-"
-        print(f"{c['label']:>6}{width:>8}{flash:>11}{ram:>9}{macs:>8}{acc:>10}  {c['status']} "
+        acc = _accuracy_text(c["accuracy"], c["accuracy_std"])
+        print(f"{c['label']:>6}{width:>8}{flash:>11}{ram:>9}{macs:>8}{acc:>17}  {c['status']} "
               f"{c['reason'] or ''}", file=out)
     pick, certificate = result["pick"], result["certificate"]
     margins = certificate["budget"]["margins"]
     print(f"pick: {pick['label']} at width {pick['width_multiplier']:.3f}, accuracy "
-          f"{100 * pick['accuracy']:.2f}%; certified {certificate['flash_bytes']:,} B flash "
+          f"{_accuracy_text(pick['accuracy'], pick['accuracy_std'])}; certified {certificate['flash_bytes']:,} B flash "
           f"(margin {margins['flash_bytes']:,}), {certificate['ram_bytes_upper_bound']:,} B RAM "
           f"(margin {margins['ram_bytes']:,}), {certificate['macs']:,} MACs", file=out)
     print(f"wrote {result['files']['results']}, {result['files']['plot']}, "

@@ -2,12 +2,19 @@
 
     tfq_pareto.search.pareto_front(points)      # non-dominated, smallest size first
     tfq_pareto.search.dominates(curve_a, curve_b)   # Definition 4.1
+    tfq_pareto.search.dominates_beyond_spread(a, b)  # ... with margins above the seed spread
     tfq_pareto.search.sweep(config, bits=[1, 2, 4], budgets_bits=[...], recipe=..., out_dir=...)
     tfq_pareto.search.dual_precision_search(config, budget_bits, recipe=..., out_dir=...)
     tfq_pareto.search.proxy_search(config, budget_bits, recipe=..., out_dir=...)  # cheaper
 """
 
-from tfq_pareto.search.front import dominance_matrix, dominates, pareto_front
+from tfq_pareto.search.front import (
+    dominance_beyond_spread_matrix,
+    dominance_matrix,
+    dominates,
+    dominates_beyond_spread,
+    pareto_front,
+)
 from tfq_pareto.search.run import (
     budget_of,
     dual_precision_search,
@@ -22,8 +29,10 @@ __all__ = [
     "ORACLES",
     "PrecisionTuner",
     "budget_of",
+    "dominance_beyond_spread_matrix",
     "dominance_matrix",
     "dominates",
+    "dominates_beyond_spread",
     "dual_precision_search",
     "make_oracle",
     "pareto_front",

@@ -70,6 +70,12 @@ def dominates(a, b):
     """
     sizes_a, acc_a = _curve(a, "a")
     sizes_b, acc_b = _curve(b, "b")
+    grid = _common_sizes(sizes_a, sizes_b)
+    return bool(np.all(np.interp(grid, sizes_a, acc_a) > np.interp(grid, sizes_b, acc_b)))
+
+
+def _common_sizes(sizes_a, sizes_b):
+    """Every size of either curve inside the range both cover (where they are compared)."""
     low = max(sizes_a[0], sizes_b[0])
     high = min(sizes_a[-1], sizes_b[-1])
     if low > high:
@@ -79,8 +85,52 @@ def dominates(a, b):
             "accuracies at equal sizes, so add points that make the ranges overlap"
         )
     grid = np.unique(np.concatenate([sizes_a, sizes_b]))
-    grid = grid[(grid >= low) & (grid <= high)]
-    return bool(np.all(np.interp(grid, sizes_a, acc_a) > np.interp(grid, sizes_b, acc_b)))
+    return grid[(grid >= low) & (grid <= high)]
+
+
+def dominates_beyond_spread(a, b):
+    """Definition 4.1 on mean accuracies, with every margin larger than the seed spread.
+
+    ``a`` and ``b`` are curves of ``(size_bits, mean_accuracy, std)`` triples, the
+    standard deviation over seeds of each point. At every size where
+    :func:`dominates` compares them (each curve linearly interpolated, the
+    standard deviations too), ``a``'s mean must exceed ``b``'s by more than the
+    pooled standard deviation ``sqrt((std_a^2 + std_b^2) / 2)``.
+
+    Returns:
+      True or False; None when a point has no spread (trained with one seed), so
+      that a margin cannot be told from noise.
+
+    Raises:
+      ValueError: as :func:`dominates` (empty curves, no common size).
+    """
+    if any(len(p) != 3 for p in list(a) + list(b)):
+        raise ValueError("curves must be (size_bits, mean_accuracy, std) triples")
+    if any(p[2] is None for p in list(a) + list(b)):
+        return None
+    order_a, order_b = sorted(a), sorted(b)
+    sizes_a, mean_a = _curve([(p[0], p[1]) for p in order_a], "a")
+    sizes_b, mean_b = _curve([(p[0], p[1]) for p in order_b], "b")
+    std_a = np.array([float(p[2]) for p in order_a])
+    std_b = np.array([float(p[2]) for p in order_b])
+    grid = _common_sizes(sizes_a, sizes_b)
+    margin = np.interp(grid, sizes_a, mean_a) - np.interp(grid, sizes_b, mean_b)
+    pooled = np.sqrt((np.interp(grid, sizes_a, std_a) ** 2
+                      + np.interp(grid, sizes_b, std_b) ** 2) / 2)
+    return bool(np.all(margin > pooled))
+
+
+def dominance_beyond_spread_matrix(curves):
+    """Pairwise :func:`dominates_beyond_spread` between labelled curves.
+
+    Args:
+      curves: ``{label: [(size_bits, mean_accuracy, std), ...]}``.
+
+    Returns:
+      ``{row: {column: True | False | None}}``; None: no overlap, the diagonal,
+      or a point with no spread (one seed).
+    """
+    return _pairwise(curves, dominates_beyond_spread)
 
 
 def dominance_matrix(curves):
@@ -93,6 +143,12 @@ def dominance_matrix(curves):
       ``{row: {column: True | False | None}}``: True when ``row`` dominates
       ``column``; None when their size ranges do not overlap (or on the diagonal).
     """
+    return _pairwise(curves, dominates)
+
+
+def _pairwise(curves, compare):
+    """``{row: {column: compare(row's curve, column's)}}``; None on the diagonal and
+    where ``compare`` raises ValueError (no overlap)."""
     matrix = {}
     for row, curve_a in curves.items():
         matrix[row] = {}
@@ -101,7 +157,7 @@ def dominance_matrix(curves):
                 matrix[row][column] = None
                 continue
             try:
-                matrix[row][column] = dominates(curve_a, curve_b)
+                matrix[row][column] = compare(curve_a, curve_b)
             except ValueError:
                 matrix[row][column] = None
     return matrix

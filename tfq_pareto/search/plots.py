@@ -32,6 +32,9 @@ SIZE_AXES = {
 def plot_pareto(records, path, title="accuracy vs model size", size_axis="eq6"):
     """One curve per precision (accuracy vs size), the Pareto front highlighted.
 
+    Points trained with several seeds show their mean with error bars of one
+    standard deviation over seeds.
+
     ``size_axis``: ``"eq6"`` (Eq. (6) KiB), ``"flash"``, ``"ram"`` (KiB) or ``"macs"``
     (millions); the last three need measured records (``measure`` of a sweep).
     """
@@ -49,8 +52,10 @@ def plot_pareto(records, path, title="accuracy vs model size", size_axis="eq6"):
     for label in sorted({r.label for r in done}):
         curve = sorted((p for p in points if p["record"].label == label),
                        key=lambda p: p["size_bits"])
-        ax.plot([p["size_bits"] / scale for p in curve], [100 * p["accuracy"] for p in curve],
-                "o-", label=label)
+        spread = [p["record"].accuracy_std for p in curve]
+        ax.errorbar([p["size_bits"] / scale for p in curve],
+                    [100 * p["accuracy"] for p in curve], fmt="o-", capsize=3, label=label,
+                    yerr=None if None in spread else [100 * s for s in spread])
     front = pareto_front(points) if points else []
     if front:
         ax.plot([p["size_bits"] / scale for p in front], [100 * p["accuracy"] for p in front],

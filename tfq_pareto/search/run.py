@@ -27,7 +27,11 @@ from tfq_pareto import checks, data, experiment, training
 from tfq_pareto.quantizers import check_bits
 from tfq_pareto.records import as_record, jsonable
 from tfq_pareto.search import plots
-from tfq_pareto.search.front import dominance_matrix, pareto_front
+from tfq_pareto.search.front import (
+    dominance_beyond_spread_matrix,
+    dominance_matrix,
+    pareto_front,
+)
 from tfq_pareto.search.tuner import (
     HP_BUDGET,
     HP_CONV_BITS,
@@ -46,8 +50,16 @@ PARETO_PNG = "pareto.png"
 GRID_PNG = "grid.png"
 
 _CSV_FIELDS = ("trial_id", "status", "conv_bits", "dw_bits", "width_multiplier", "budget_bits",
-               "size_bits", "size_kib", "params", "accuracy", "flash_bytes", "ram_bytes", "macs",
-               "message", "tuner_id")
+               "size_bits", "size_kib", "params", "accuracy", "accuracy_std", "accuracies",
+               "seeds", "flash_bytes", "ram_bytes", "macs", "message", "tuner_id")
+
+
+def _csv_row(record):
+    row = record.to_dict()
+    for key in ("accuracies", "seeds"):  # one cell: values separated by spaces
+        if row.get(key) is not None:
+            row[key] = " ".join(str(v) for v in row[key])
+    return row
 
 
 def _check_bits_list(bits, name="bits"):
@@ -115,7 +127,7 @@ def _write_results(out_dir, summary, records, plot_grid=False):
     with os.fdopen(handle, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(r.to_dict() for r in records)
+        writer.writerows(_csv_row(r) for r in records)
     os.replace(tmp, os.path.join(out_dir, RESULTS_CSV))
     done = [r for r in records if r.done]
     if done:
@@ -151,7 +163,7 @@ def _prepare(base_config, recipe, datasets, data_dir, image_size):
 
 def sweep(base_config, *, bits, width_multipliers=None, budgets_bits=None, recipe, out_dir,
           datasets=None, data_dir=None, image_size=16, strategy=None, verbose=0,
-          tolerance=0.03, widths=None, measure=None):
+          tolerance=0.03, widths=None, measure=None, seeds=1):
     """Sec. 4: (size, accuracy, width, params) for every precision at every width or budget.
 
     Args:
@@ -168,12 +180,17 @@ def sweep(base_config, *, bits, width_multipliers=None, budgets_bits=None, recip
       measure: adds fields to each trained record (see
         :class:`~tfq_pareto.search.PrecisionTuner`; ``tfq-pareto sweep --measure-fit``
         passes the exported model's flash, RAM and MACs).
+      seeds: trainings per point, with seeds 0..seeds-1 (see
+        :class:`~tfq_pareto.search.PrecisionTuner`): each record's ``accuracy`` is
+        the mean, ``accuracies`` every seed's and ``accuracy_std`` their spread.
 
     Returns:
-      ``{"records": [TrialRecord, ...], "front": [...], "dominance": {...}}`` (also in
-      results.json, the records as dicts).
+      ``{"records": [TrialRecord, ...], "front": [...], "dominance": {...},
+      "dominance_beyond_spread": {...}}`` (also in results.json, the records as
+      dicts): see :func:`summarize_sweep`.
     """
     bits = _check_bits_list(bits)
+    checks.check_int("seeds", seeds)
     if widths is not None:
         if width_multipliers is not None:
             raise ValueError("give width_multipliers only (widths is its old name); "
@@ -202,10 +219,11 @@ def sweep(base_config, *, bits, width_multipliers=None, budgets_bits=None, recip
     tuner = PrecisionTuner(
         make_oracle("grid", hp, allowed=allowed), base_config=base_config, recipe=recipe,
         datasets=datasets, directory=out_dir, project_name="tuner", strategy=strategy,
-        verbose=verbose, tolerance=tolerance, measure=measure)
+        verbose=verbose, tolerance=tolerance, measure=measure, seeds=seeds)
     summary = {"kind": "sweep", "config": dataclasses.asdict(base_config),
                "recipe": dataclasses.asdict(recipe), "bits": [list(p) for p in pairs],
-               "width_multipliers": width_multipliers, "budgets_bits": budgets_bits}
+               "width_multipliers": width_multipliers, "budgets_bits": budgets_bits,
+               "seeds": seeds}
     records = _search(tuner, out_dir, summary, plot_grid=False)
     result = summarize_sweep(records)
     training.write_json(os.path.join(out_dir, RESULTS_JSON), jsonable({**summary, **result}))
@@ -213,32 +231,44 @@ def sweep(base_config, *, bits, width_multipliers=None, budgets_bits=None, recip
 
 
 def summarize_sweep(records):
-    """Front over all finished trials and the dominance matrix between precisions."""
+    """Front over all finished trials and the dominance matrices between precisions.
+
+    ``dominance`` is Definition 4.1 on the (mean) accuracies;
+    ``dominance_beyond_spread`` also asks that every margin exceed the pooled
+    standard deviation over seeds (:func:`~tfq_pareto.search.front.dominates_beyond_spread`;
+    null with one seed per point: no spread to compare with).
+    """
     done = [r for r in records if r.done]
-    curves = {}
+    curves, spread_curves = {}, {}
     for r in done:
         curves.setdefault(r.label, []).append((r.size_bits, r.accuracy))
+        spread_curves.setdefault(r.label, []).append((r.size_bits, r.accuracy, r.accuracy_std))
     return {"records": records, "front": pareto_front(done),
             "dominance": dominance_matrix(curves),
-            "dominance_note": "row dominates column (Definition 4.1): higher accuracy at every "
-                              "size both cover, curves linearly interpolated; null: no overlap"}
+            "dominance_beyond_spread": dominance_beyond_spread_matrix(spread_curves),
+            "dominance_note": "row dominates column (Definition 4.1): higher (mean) accuracy at "
+                              "every size both cover, curves linearly interpolated; null: no "
+                              "overlap. beyond_spread: every margin also larger than the pooled "
+                              "seed standard deviation; null: one seed, no spread known"}
 
 
 def dual_precision_search(base_config, budget_bits, *, bits=DEFAULT_BITS, oracle="grid",
                           max_trials=None, recipe, out_dir, datasets=None, data_dir=None,
                           image_size=16, strategy=None, verbose=0, tolerance=0.03, seed=0,
-                          measure=None):
+                          measure=None, seeds=1):
     """Sec. 6: the best (conv_bits, dw_bits) at one Eq. (6) budget.
 
     Every pair of B x B (just B for families without depthwise convs) is widened
     to ``budget_bits`` and trained; the oracle decides the order (and, but for
-    "grid", how many).
+    "grid", how many). ``seed`` seeds the oracle; ``seeds`` is the trainings per
+    pair (see :func:`sweep`), the best pair the one with the highest mean.
 
     Returns:
       ``{"best": TrialRecord, "records": [TrialRecord, ...]}`` (also in results.json;
       grid.png is Table 7).
     """
     bits = _check_bits_list(bits)
+    checks.check_int("seeds", seeds)
     checks.check_positive("budget_bits", budget_bits)
     datasets, depthwise = _prepare(base_config, recipe, datasets, data_dir, image_size)
     hp = kt.HyperParameters()
@@ -250,10 +280,10 @@ def dual_precision_search(base_config, budget_bits, *, bits=DEFAULT_BITS, oracle
         make_oracle(oracle, hp, max_trials=max_trials, max_epochs=recipe.epochs, seed=seed),
         base_config=base_config, recipe=recipe, datasets=datasets, directory=out_dir,
         project_name="tuner", strategy=strategy, verbose=verbose, tolerance=tolerance,
-        measure=measure)
+        measure=measure, seeds=seeds)
     summary = {"kind": "search", "oracle": oracle, "config": dataclasses.asdict(base_config),
                "recipe": dataclasses.asdict(recipe), "budget_bits": budget_bits,
-               "bits": sorted(set(bits))}
+               "bits": sorted(set(bits)), "seeds": seeds}
     records = _search(tuner, out_dir, summary, plot_grid=True)
     done = [r for r in records if r.done]
     best = max(done, key=lambda r: r.accuracy) if done else None
@@ -281,7 +311,8 @@ def _train_seconds(records):
 
 def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir,
                  proxy_fraction=0.25, proxy_recipe=None, top_k=1, datasets=None, data_dir=None,
-                 image_size=16, strategy=None, verbose=0, tolerance=0.03, measure=None):
+                 image_size=16, strategy=None, verbose=0, tolerance=0.03, measure=None,
+                 seeds=1):
     """The best (conv_bits, dw_bits) at ``budget_bits`` from a low-width proxy grid.
 
     1. The full grid of :func:`dual_precision_search` at ``proxy_fraction *
@@ -290,6 +321,8 @@ def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir
     2. The ``top_k`` best pairs of the proxy (by accuracy; pairs no width brings
        to ``budget_bits`` within ``tolerance`` are skipped), widened to
        ``budget_bits`` and trained with ``recipe``; the best of them is the answer.
+
+    ``seeds``: trainings per pair in both stages (see :func:`sweep`).
 
     Writes ``out_dir/proxy/`` and ``out_dir/final/`` (both resumable) and
     ``out_dir/results.json``.
@@ -303,9 +336,10 @@ def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir
     checks.check_int("top_k", top_k)
     checks.check_positive("budget_bits", budget_bits)
     bits = _check_bits_list(bits)
+    checks.check_int("seeds", seeds)
     datasets, depthwise = _prepare(base_config, recipe, datasets, data_dir, image_size)
     common = {"datasets": datasets, "strategy": strategy, "verbose": verbose,
-              "tolerance": tolerance, "measure": measure}
+              "tolerance": tolerance, "measure": measure, "seeds": seeds}
     proxy = dual_precision_search(base_config, budget_bits * proxy_fraction, bits=bits,
                                   oracle="grid", recipe=proxy_recipe or recipe,
                                   out_dir=os.path.join(out_dir, "proxy"), **common)
@@ -331,7 +365,7 @@ def proxy_search(base_config, budget_bits, *, bits=DEFAULT_BITS, recipe, out_dir
     finished = [r for r in final["records"] if r.done]
     best = max(finished, key=lambda r: r.accuracy) if finished else None
     result = {"kind": "proxy_search", "budget_bits": budget_bits,
-              "proxy_fraction": proxy_fraction, "top_k": top_k,
+              "proxy_fraction": proxy_fraction, "top_k": top_k, "seeds": seeds,
               "recipe": dataclasses.asdict(recipe),
               "proxy_recipe": dataclasses.asdict(proxy_recipe or recipe),
               "best": best, "ranking": [list(p) for p in ranking],

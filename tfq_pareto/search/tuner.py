@@ -20,8 +20,8 @@ import os
 import keras_tuner as kt
 from keras_tuner.engine import base_tuner
 
-from tfq_pareto import data, experiment, training
-from tfq_pareto.records import COMPLETED, TrialRecord
+from tfq_pareto import checks, data, experiment, training
+from tfq_pareto.records import COMPLETED, TrialRecord, combine_seeds
 from tfq_pareto.width import width_for_size
 
 #: Hyperparameter names.
@@ -117,6 +117,15 @@ def make_oracle(name, hyperparameters, *, max_trials=None, max_epochs=None, seed
 #: File in a trial's folder naming the tuner process (KERASTUNER_TUNER_ID) that trained it.
 WORKER_FILE = "tuner_id.txt"
 
+#: File in a trial's folder with the trial's record: every seed combined (mean, spread).
+TRIAL_RECORD_FILE = "trial_record.json"
+
+
+def seed_dir(trial_dir, index, seed):
+    """Where seed number ``index`` (value ``seed``) of a trial trains: the first in the
+    trial's folder itself, the others in ``seed_<seed>/`` inside it."""
+    return trial_dir if index == 0 else os.path.join(trial_dir, f"seed_{seed}")
+
 
 def _read_worker(trial_dir):
     path = os.path.join(trial_dir, WORKER_FILE)
@@ -144,11 +153,17 @@ class PrecisionTuner(base_tuner.BaseTuner):
         trial trains, whose fields (e.g. ``flash_bytes``, ``ram_bytes``, ``macs``
         of the exported model) are added to the trial's record. The library
         does not export; the command line passes the exporter's measurement.
+      seeds: every trial trains this many times, with seeds ``s, s+1, ...``
+        (``s`` = ``base_config.seed``, 0 when None), each in its own folder and
+        resumable on its own (:func:`seed_dir`); the trial reports the mean
+        accuracy, and its record every seed's value and their standard
+        deviation (:func:`tfq_pareto.records.combine_seeds`).
     """
 
     def __init__(self, oracle, *, base_config, recipe, datasets, directory, project_name,
                  overwrite=False, strategy=None, verbose=0, tolerance=0.03, measure=None,
-                 **kwargs):
+                 seeds=1, **kwargs):
+        self.seeds = checks.check_int("seeds", seeds)
         self.base_config = base_config
         self.recipe = recipe
         self.datasets = data.as_datasets(datasets)
@@ -192,15 +207,24 @@ class PrecisionTuner(base_tuner.BaseTuner):
         os.makedirs(trial_dir, exist_ok=True)
         with open(os.path.join(trial_dir, WORKER_FILE), "w", encoding="utf-8") as f:
             f.write(self.tuner_id)  # which process of a distributed search trained it
-        record = experiment.run(config, recipe, out_dir=trial_dir,
-                                verbose=self.run_verbose, strategy=self.strategy,
-                                datasets=self.datasets)
-        if not math.isfinite(record.loss):
-            raise kt.errors.FailedTrialError(f"loss is {record.loss} (training diverged)")
-        if self.measure is not None and record.flash_bytes is None:
+        first_seed = config.seed or 0
+        runs = []
+        for index in range(self.seeds):
+            seed = first_seed + index
+            out_dir = seed_dir(trial_dir, index, seed)
+            os.makedirs(out_dir, exist_ok=True)
+            record = experiment.run(dataclasses.replace(config, seed=seed), recipe,
+                                    out_dir=out_dir,
+                                    verbose=self.run_verbose, strategy=self.strategy,
+                                    datasets=self.datasets)
+            if not math.isfinite(record.loss):
+                raise kt.errors.FailedTrialError(
+                    f"seed {seed}: loss is {record.loss} (training diverged)")
+            runs.append(record)
+        record = combine_seeds(runs)
+        if self.measure is not None:
             record = record.replace(**self.measure(record, self.datasets))
-            training.write_json(os.path.join(trial_dir, experiment.RECORD_FILE),
-                                record.to_dict())
+        training.write_json(os.path.join(trial_dir, TRIAL_RECORD_FILE), record.to_dict())
         return {METRIC_ACCURACY: record.accuracy, METRIC_SIZE: float(record.size_bits)}
 
     def _saved_trials(self):
@@ -215,8 +239,9 @@ class PrecisionTuner(base_tuner.BaseTuner):
 
         Read from the trials saved in the project directory, so that every process
         of a distributed search sees all of them; running (or killed) trials are
-        left out. A completed trial's record is its run's ``record.json`` with the
-        trial's id, status, budget and worker added.
+        left out. A completed trial's record is its seeds combined
+        (``trial_record.json``; a trial of an older version: its run's
+        ``record.json``) with the trial's id, status, budget and worker added.
         """
         import json  # pylint: disable=import-outside-toplevel
 
@@ -235,7 +260,10 @@ class PrecisionTuner(base_tuner.BaseTuner):
                 "message": getattr(trial, "message", None),
                 "tuner_id": _read_worker(self.get_trial_dir(trial.trial_id)),
             }
-            record_path = os.path.join(self.get_trial_dir(trial.trial_id), experiment.RECORD_FILE)
+            record_path = os.path.join(self.get_trial_dir(trial.trial_id), TRIAL_RECORD_FILE)
+            if not os.path.exists(record_path):
+                record_path = os.path.join(self.get_trial_dir(trial.trial_id),
+                                           experiment.RECORD_FILE)
             if trial.status == COMPLETED and os.path.exists(record_path):
                 with open(record_path, encoding="utf-8") as f:
                     record = TrialRecord.from_dict(json.load(f)).replace(**trial_fields)
