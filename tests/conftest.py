@@ -12,11 +12,19 @@ _LONGEST = ("tests/test_readme.py::test_readme_shell_examples_of_the_cli_run",
             "tests/test_fit_budget.py::test_fit_budget_trains_what_fits_and_certifies_the_pick")
 
 
+def pytest_configure(config):
+    """Under xdist (``-n 2``), hand out tests one at a time (``--maxschedchunk 1``) unless
+    the command line says otherwise; without xdist this does nothing."""
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("maxschedchunk",
+                                                                    None) is None:
+        config.option.maxschedchunk = 1
+
+
 def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
     """Longest first: the known longest tests, then the other ``slow`` ones, then the rest.
 
-    pytest.ini has xdist hand out tests one at a time (``--dist load
-    --maxschedchunk 1``: each worker holds its current test and one more), so
+    :func:`pytest_configure` has xdist hand out tests one at a time (``--dist
+    load --maxschedchunk 1``: each worker holds its current test and one more), so
     this order is the order in which the workers take them: the long tests start
     first and the short ones fill in at the end, instead of one worker finishing
     a 10-minute test alone. The first worker's two tests are positions 0 and 1,
