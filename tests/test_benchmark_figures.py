@@ -95,3 +95,41 @@ def test_the_readme_quotes_the_demos_decode_arena_figures():
               f"{demo['after']['tflm_arena_bytes_int8']:,} B) for\na file "
               f"{demo['packed_ratio_after_to_before']:.3f}x larger")
     assert quoted in readme
+
+
+# --- The README (a user's guide) quotes a few benchmark figures: each is checked here. ---
+
+def _readme_text():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_the_readme_applications_table_is_the_result_file():
+    """Every family's row (result, packed / int8 bytes) and the pass count."""
+    records, readme = _load("applications.json")["records"], _readme_text()
+    rows = {line.split("|")[1].strip().split(" (")[0]: [c.strip() for c in line.split("|")[1:-1]]
+            for line in readme.splitlines() if line.strip().startswith("| ")
+            and " (" in line.split("|")[1] and line.count("|") == 5}
+    for record in records:
+        row = rows.get(record["family"])
+        assert row is not None, f"README has no row for {record['family']}"
+        assert row[0].startswith(f"{record['family']} ({record['model']} {record['input']}x"), row
+        if record["status"] == "passes":
+            assert row[1] == "passes"
+            assert row[2] == (f"{record['packed_file_bytes']:,} / "
+                              f"{record['int8_file_bytes']:,} B"), record["family"]
+        else:
+            assert row[1] == f"refused by `{record['status']}`" and row[2] == "-", row
+    passed = sum(r["status"] == "passes" for r in records)
+    assert f"{passed} of {len(records)} families pass" in readme
+
+
+def test_the_readme_qat_overhead_figures_are_the_result_file():
+    records = _load("qat_overhead.json")["records"]
+    mobilenet = {r["configuration"]: r["ratio_to_float"] for r in records
+                 if r["model"].startswith("mobilenet_v2_cifar")}
+    before = mobilenet["apply_conv_bits_1_tfmot_activations"]
+    after = [v for k, v in mobilenet.items()
+             if k.startswith(("apply_conv_bits_", "dual_precision_")) and "tfmot" not in k]
+    quoted = f"from {before:.2f}x to {min(after):.2f}-{max(after):.2f}x float"
+    assert quoted in " ".join(_readme_text().split()), quoted
