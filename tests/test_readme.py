@@ -31,22 +31,60 @@ def test_readme_every_python_snippet_runs(tmp_path, monkeypatch):
         exec(compile(block, "README.md", "exec"), {})  # pylint: disable=exec-used
 
 
-@pytest.mark.slow
-def test_readme_shell_examples_of_the_cli_run(tmp_path):
-    import shlex
-    import subprocess
-
+def _readme_cli_groups():
+    """The README's ``tfq-pareto`` lines, grouped so that a line runs after the lines whose
+    ``--out`` folder it reads (e.g. ``export runs/r20.../model.h5`` after that ``train``);
+    independent groups run as separate tests, in parallel under xdist."""
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         # The demo is the main job (run by its own test); fit-budget's line runs in
-        # tests/test_fit_budget.py, in parallel with this sequence.
+        # tests/test_fit_budget.py.
         lines = [l for l in f.read().splitlines()
                  if l.startswith("tfq-pareto ") and l.strip() != "tfq-pareto demo"
                  and not l.startswith("tfq-pareto fit-budget ")]
+    groups = []  # [(set of --out folders, [lines])]
+    for line in lines:
+        words = line.split()
+        outputs = {words[i + 1] for i, w in enumerate(words[:-1]) if w == "--out"}
+        reads = {w for w in words if w.startswith("runs/") and w not in outputs}
+        mine = [g for g in groups if any(r == o or r.startswith(o + "/") for r in reads
+                                         for o in g[0])]
+        merged = (set(outputs), [])
+        for g in mine:
+            groups.remove(g)
+            merged[0].update(g[0])
+            merged[1].extend(g[1])
+        merged[1].append(line)
+        groups.append(merged)
+    groups = [lines for _, lines in groups]
+    groups.sort(key=lambda g: (len(g) == 1, g[0].split()[1] == "size"))  # the longest first
+    return groups
+
+
+def _group_id(lines):
+    return "+".join(line.split()[1] for line in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lines", _readme_cli_groups(), ids=_group_id)
+def test_readme_shell_examples_of_the_cli_run(tmp_path, lines):
+    import shlex
+    import subprocess
+
     assert lines
     for line in lines:
-        result = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=600,
+        result = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=900,
                                 check=False, cwd=tmp_path)
         assert result.returncode == 0, (line, result.stderr[-2000:])
+
+
+def test_the_readme_cli_lines_are_grouped_by_the_folders_they_share():
+    groups = _readme_cli_groups()
+    lines = [line for group in groups for line in group]
+    assert len(lines) == len(set(lines)) >= 8
+    by_command = {_group_id(g): g for g in groups}
+    # export reads train's model and runs after it; plot reads the sweep's folder.
+    assert "train+export" in by_command and "sweep+plot" in by_command
+    assert len(groups) >= 4  # the rest are independent
 
 
 def _readme():
