@@ -92,9 +92,9 @@ def test_the_readme_quotes_the_demos_decode_arena_figures():
         readme = f.read()
     quoted = (f"from {demo['before']['tflm_arena_bytes_packed']:,} B to "
               f"{demo['after']['tflm_arena_bytes_packed']:,} B (int8: "
-              f"{demo['after']['tflm_arena_bytes_int8']:,} B) for\na file "
+              f"{demo['after']['tflm_arena_bytes_int8']:,} B) for a file "
               f"{demo['packed_ratio_after_to_before']:.3f}x larger")
-    assert quoted in readme
+    assert quoted in " ".join(readme.split())
 
 
 # --- The README (a user's guide) quotes a few benchmark figures: each is checked here. ---
@@ -133,3 +133,16 @@ def test_the_readme_qat_overhead_figures_are_the_result_file():
              if k.startswith(("apply_conv_bits_", "dual_precision_")) and "tfmot" not in k]
     quoted = f"from {before:.2f}x to {min(after):.2f}-{max(after):.2f}x float"
     assert quoted in " ".join(_readme_text().split()), quoted
+
+
+def test_the_readme_quotes_the_three_demo_runs():
+    """Issue 16: the demo run three times (new seeds each), every table in the README."""
+    summary, readme = _load("demo", "summary.json"), _readme_text()
+    assert len(summary["repeats"]) == 3
+    assert len({r["first_seed"] for r in summary["repeats"]}) == 3  # independent seeds
+    for row in summary["repeats"]:
+        for key in ("eight_bit", "one_bit"):
+            r = row[key]
+            assert f"{100 * r['accuracy']:.2f}% +- {100 * r['accuracy_std']:.2f}" in readme
+            assert ", ".join(_pct(a) for a in r["accuracies"]) in readme
+        assert row["comparison"]["verdict"] in " ".join(readme.split())

@@ -26,14 +26,17 @@ def _run(script, *args, timeout=900):
 @pytest.mark.slow
 def test_qat_overhead_writes_a_ratio_per_model_and_configuration(tmp_path):
     out = tmp_path / "qat.json"
+    # One model (its configurations are ResNet-20's plus DualPrecision): the real run
+    # (benchmarks/results/qat_overhead.json) has both.
     _run("qat_overhead.py", "--rounds", "2", "--warmup", "1", "--width", "0.125", "--batch-size",
-         "16", "--out", str(out))
+         "16", "--models", "mobilenet_v2_cifar", "--out", str(out))
     result = json.loads(out.read_text())
     got = {(r["model"], r["configuration"]): r for r in result["records"]}
     for config in ("float", "tfmot_default_8bit", "apply_conv_bits_1", "apply_conv_bits_2",
-                   "apply_conv_bits_4", "apply_conv_bits_1_tfmot_activations"):
-        assert ("resnet20_w0.12", config) in got and ("mobilenet_v2_cifar_w0.12", config) in got
-    assert ("mobilenet_v2_cifar_w0.12", "dual_precision_conv_1_dw_4") in got
+                   "apply_conv_bits_4", "apply_conv_bits_1_tfmot_activations",
+                   "dual_precision_conv_1_dw_4"):
+        assert ("mobilenet_v2_cifar_w0.12", config) in got
+    assert {model for model, _ in got} == {"mobilenet_v2_cifar_w0.12"}
     for r in got.values():
         assert r["ratio_to_float"] > 0 and r["median_step_cpu_s"] > 0
         if r["configuration"] == "float":
@@ -164,6 +167,34 @@ def test_decode_arena_benchmark_builds_the_demos_model():
         sys.path.remove(BENCHMARKS)
     assert (decode_arena.DEMO_MODEL, decode_arena.DEMO_DEPTH, decode_arena.DEMO_IMAGE_SIZE) == (
         demo.DEMO_MODEL, demo.DEMO_DEPTH, demo.DEMO_IMAGE_SIZE)
+
+
+def test_demo_repeat_benchmark_repeats_the_demos_own_budget():
+    from tfq_pareto_cli import demo  # the benchmark runs the command; it copies the default
+
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import demo_repeat  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.remove(BENCHMARKS)
+    assert demo_repeat.DEMO_BUDGET_WIDTH == demo.DEMO_BUDGET_WIDTH
+
+
+@pytest.mark.slow
+def test_demo_repeat_benchmark_scans_and_repeats_on_new_seeds(tmp_path):
+    out = tmp_path / "demo"
+    text = _run("demo_repeat.py", "--budget-widths", "0.25", "--budget-width", "0.25",
+                "--repeats", "2", "--epochs", "1", "--out", str(out)).stdout
+    summary = json.loads((out / "summary.json").read_text())
+    (scan,), repeats = summary["scan"], summary["repeats"]
+    assert [r["first_seed"] for r in repeats] == [0, 2]
+    assert repeats[0]["comparison"] == scan["comparison"]  # same folder: resumed, not retrained
+    second = repeats[1]
+    assert len(second["eight_bit"]["accuracies"]) == 2 and second["first_seed"] == 2
+    assert second["one_bit"]["width_multiplier"] > 2 * second["eight_bit"]["width_multiplier"]
+    margin = 100 * (second["one_bit"]["accuracy"] - second["eight_bit"]["accuracy"])
+    assert second["comparison"]["margin_points"] == pytest.approx(margin)
+    assert second["comparison"]["verdict"] in text and "per seed" in second["table"]
 
 
 @pytest.mark.slow
