@@ -80,7 +80,8 @@ def main():
     repeats = [cheapest.accuracy]
     for k in range(args.repeats):
         config = dataclasses.replace(base, conv_bits=cheapest.conv_bits, dw_bits=cheapest.dw_bits,
-                                     width_multiplier=cheapest.width_multiplier)
+                                     width_multiplier=cheapest.width_multiplier,
+                                     seed=k + 1)  # the sweep's own run is seed 0
         record = experiment.run(config, recipe, out_dir=os.path.join(out, f"repeat_{k}"),
                                 datasets=datasets, verbose=0)
         repeats.append(record.accuracy)
