@@ -77,14 +77,21 @@ def test_dual_precision_benchmark_compares_8bit_and_costs_the_proxy(tmp_path):
     cost = summary["search_cost"]
     assert cost["grid_trainings"] == len(grid)
     assert [s["top_k"] for s in cost["proxy_search"]] == [1, 2]
+    seconds = {(r["conv_bits"], r["dw_bits"]): r["train_seconds"] for r in grid}
     for strategy in cost["proxy_search"]:
-        assert strategy["final_trainings"] == min(strategy["top_k"], len(grid))
+        # The finals are the grid's trials of the proxy's best k pairs the budget takes.
+        wanted = [p for p in strategy["proxy_ranking"] if tuple(p) in seconds][:strategy["top_k"]]
+        assert strategy["final_pairs"] == wanted and strategy["final_trainings"] == len(wanted)
+        assert strategy["final_train_seconds"] == pytest.approx(
+            sum(seconds[tuple(p)] for p in wanted))
+        assert strategy["train_seconds"] == pytest.approx(
+            strategy["proxy"]["train_seconds"] + strategy["final_train_seconds"])
         assert strategy["ratio_to_grid"] == pytest.approx(
             strategy["train_seconds"] / cost["grid_train_seconds"])
         assert strategy["same_pair_as_grid"] == (
             [strategy["pick"]["conv_bits"], strategy["pick"]["dw_bits"]] == cost["grid_ranking"][0])
         assert 1 <= strategy["grid_rank_of_pick"] <= len(grid)
-    # The larger k reuses the proxy grid (same ranking, same proxy seconds).
+    # The proxy grid is trained once for every k (same ranking, same proxy seconds).
     one, two = cost["proxy_search"]
     assert one["proxy_ranking"] == two["proxy_ranking"]
     assert one["proxy"]["train_seconds"] == two["proxy"]["train_seconds"]
