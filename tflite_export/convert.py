@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 
+from tfq_pareto import preprocessing
 from tfq_pareto.backend import tf
 from tflite_export.runtime import captured_stderr
 from tflite_export.errors import ExportError
@@ -156,6 +157,16 @@ def to_int8(model, samples):
             f"the TFLite converter cannot make an int8 model of {model.name!r}: {reason[:400]}; "
             "replace the layer it names with one that has an int8 TFLite builtin op"
         ) from error
+
+
+def model_inputs(samples, model):
+    """Raw inputs -> what the int8 file's input holds (in float): ``samples`` after
+    ``model``'s leading preprocessing layers, which the export leaves out of the
+    file (:mod:`tfq_pareto.preprocessing`); ``samples`` unchanged without them
+    or without a model."""
+    if model is None or not preprocessing.leading_preprocessing(model):
+        return samples
+    return preprocessing.preprocess(model, samples)
 
 
 def quantize_inputs(samples, details):

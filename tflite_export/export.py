@@ -189,7 +189,7 @@ def _accuracy(predictions, labels):
 def _accuracies(model, int8_bytes, packed_bytes, validation_data, arena):
     x, y = convert.labelled_arrays(validation_data, model)
     input_details, _ = runtime.io_details(int8_bytes)
-    inputs = convert.quantize_inputs(x, input_details)
+    inputs = convert.quantize_inputs(convert.model_inputs(x, model), input_details)
     keras_pred = np.asarray(model.predict(x, batch_size=256, verbose=0))
     int8_pred = runtime.litert_outputs(int8_bytes, inputs)
     packed_pred = runtime.micro_outputs(packed_bytes, inputs, arena)
@@ -405,6 +405,29 @@ def _io_entry(details):
             "zero_point": int(details["quantization"][1])}
 
 
+def _input_entry(details, model):
+    """The manifest's input: the int8 tensor, and what the firmware computes to fill it.
+
+    Without preprocessing layers the firmware quantizes the model's input with
+    ``scale`` and ``zero_point``. With leading ``Rescaling``/``Normalization``
+    layers (left out of the file, :mod:`tfq_pareto.preprocessing`) they are
+    listed, and folded into per-channel ``raw_input_quantization``: the int8
+    value of a raw pixel ``x`` of channel ``c`` is ``clamp(round(x / scale[c] +
+    zero_point[c]), -128, 127)``.
+    """
+    entry = _io_entry(details)
+    chain = tfq_pareto.preprocessing.leading_preprocessing(model)
+    if chain:
+        scale, zero_point = tfq_pareto.preprocessing.folded_input_quantization(
+            chain, entry["scale"], entry["zero_point"], entry["shape"][-1])
+        entry["preprocessing"] = tfq_pareto.preprocessing.describe(chain)
+        entry["raw_input_quantization"] = {
+            "scale": scale, "zero_point": zero_point,
+            "formula": "q[c] = clamp(round(x[c] / scale[c] + zero_point[c]), -128, 127) for a "
+                       "raw input x (before the preprocessing layers, which are not in the file)"}
+    return entry
+
+
 def write_files(out_dir, name, int8, packed, manifest):
     """Stage 7: writes the two .tflite files, the C arrays and the manifest; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
@@ -482,14 +505,15 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
     samples = convert.samples_array(representative_data, model)
     if validation_data is not None:
         convert.labelled_arrays(validation_data, model, max_samples=1)  # fail early
-    converted = convert_model(model, samples, activation_ranges)
+    file_samples = convert.model_inputs(samples, model)  # after float preprocessing layers
+    converted = convert_model(model, file_samples, activation_ranges)
     int8 = converted.int8
     activation_bits = _activation_bits(model)
     if max_output_steps == "auto":
         exact = converted.activation_ranges == "qat" and all(b >= 8 for b in activation_bits)
         max_output_steps = DEFAULT_MAX_OUTPUT_STEPS if exact else None
     input_details, output_details = runtime.io_details(int8.data)
-    check_inputs = convert.quantize_inputs(samples[:MAX_VERIFY_SAMPLES], input_details)
+    check_inputs = convert.quantize_inputs(file_samples[:MAX_VERIFY_SAMPLES], input_details)
     _check_micro_ops(int8, check_inputs)
 
     layers = match_layers(converted)
@@ -522,7 +546,7 @@ def export(model, representative_data, out_dir, *, name="model", validation_data
         "version": MANIFEST_VERSION,
         "name": name,
         "model": model.name,
-        "input": _io_entry(input_details),
+        "input": _input_entry(input_details, model),
         "output": _io_entry(output_details),
         "activation_bits_qat": activation_bits,
         "activation_bits_exported": 8,

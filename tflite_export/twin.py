@@ -220,10 +220,16 @@ def _twin_config(model, dense_as_conv, ranges):
         # A Sequential model: rebuild its config as functional through a Model.
         functional = keras.Model(model.inputs, model.outputs, name=model.name)
         config = copy.deepcopy(functional.get_config())
+    # Leading preprocessing layers stay out of the file (the manifest folds them
+    # into the input's quantization): their readers read the input instead.
+    preprocessing = {l.name for l in tfq_pareto.preprocessing.leading_preprocessing(model)}
     rename = {}
     layers = []
     for entry in config["layers"]:
         wrapper_name = entry["config"]["name"]
+        if wrapper_name in preprocessing:
+            rename[wrapper_name] = entry["inbound_nodes"][0][0][0]
+            continue
         if entry["class_name"] == "QuantizeLayer":
             inbound = entry["inbound_nodes"]
             if wrapper_name in ranges:

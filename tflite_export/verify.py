@@ -162,7 +162,8 @@ def verify(int8_model, packed_model, representative_data, *, layers, model=None,
       int8_model, packed_model: .tflite bytes, paths or parsed models.
       representative_data: inputs as :func:`tflite_export.export` takes them.
       layers: the manifest's ``layers`` (name, bits, op, tensor index per layer).
-      model: the Keras QAT model, for check 5.
+      model: the Keras QAT model, for check 5 (``representative_data`` are then its
+        raw inputs: its leading preprocessing layers run before they are quantized).
       max_output_steps: tolerance of check 5.
       arena_size: TFLM arena bytes; None measures it.
 
@@ -177,7 +178,7 @@ def verify(int8_model, packed_model, representative_data, *, layers, model=None,
     samples = convert.samples_array(representative_data, model, max_samples=MAX_VERIFY_SAMPLES,
                                     input_shape=None if model is not None
                                     else input_details["shape"][1:])
-    inputs = convert.quantize_inputs(samples, input_details)
+    inputs = convert.quantize_inputs(convert.model_inputs(samples, model), input_details)
     arena = arena_size or runtime.micro_arena_size(packed.data, inputs)
     tflm_int8 = runtime.micro_outputs(int8.data, inputs, arena)
     check_packed_equals_int8(tflm_int8, runtime.micro_outputs(packed.data, inputs, arena))

@@ -26,7 +26,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.graph_transfor
     transforms as tfmot_transforms,
 )
 
-from tfq_pareto import graph, keras3
+from tfq_pareto import graph, keras3, preprocessing
 from tfq_pareto import plan as plan_lib
 from tfq_pareto.checks import ConfigMixin
 from tfq_pareto.backend import keras, tfmot
@@ -240,9 +240,15 @@ class Layout:
 
 
 def _annotation_map(model):
-    """The quantize map tfmot builds for a model annotated whole (``quantize_annotate_model``)."""
+    """The quantize map tfmot builds for a model annotated as :func:`_annotate` does.
+
+    Every layer but the input, the leading preprocessing layers and a QuantizeLayer
+    already in the model (the input quantizer after the preprocessing).
+    """
+    float_layers = {l.name for l in preprocessing.leading_preprocessing(model)}
     quantize_map = {l.name: {"quantize_config": None} for l in model.layers
-                    if not isinstance(l, keras.layers.InputLayer)}
+                    if not isinstance(l, (keras.layers.InputLayer, quantize_layer.QuantizeLayer))
+                    and l.name not in float_layers}
     for input_layer in model._input_layers:  # pylint: disable=protected-access
         if any(node.outbound_layer.name in quantize_map
                for node in input_layer._outbound_nodes):  # pylint: disable=protected-access
@@ -454,11 +460,12 @@ def _check_model(model, registry):
             "a model inside a model: rebuild it flat, e.g. "
             "tf_keras.Model(inner.input, head(inner.output)) instead of nesting `inner`"
         )
+    float_layers = {l.name for l in preprocessing.leading_preprocessing(model)}
     unsupported = [
         f"{l.name} ({type(l).__name__})"
         for l in model.layers
         if not isinstance(l, (keras.layers.InputLayer,) + _TRANSFORMED_LAYERS)
-        and not registry.supports(l)
+        and l.name not in float_layers and not registry.supports(l)
     ]
     if unsupported:
         raise ValueError(
@@ -468,6 +475,46 @@ def _check_model(model, registry):
             "call tfmot.quantization.keras.quantize_apply(model, DualPrecisionScheme(...)) "
             "inside tfq_pareto.quantize_scope()"
         )
+
+
+def _as_functional(model):
+    """A Sequential model as a functional one (same layers), so its input layer is listed."""
+    if isinstance(model, keras.Sequential) and model.built:
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    return model
+
+
+def _with_input_quantizer_after_preprocessing(model):
+    """``model``, or with leading preprocessing layers, a copy whose input quantizer follows them.
+
+    tfmot would quantize the raw input and then run the preprocessing on the
+    quantized values; here a QuantizeLayer(:class:`InputQuantizer`) reads the
+    last preprocessing layer's output instead, so the quantized network sees
+    the normalised image (see :mod:`tfq_pareto.preprocessing`).
+    """
+    chain = preprocessing.leading_preprocessing(_as_functional(model))
+    if not chain:
+        return model
+    model = _as_functional(model)
+    quantizer = quantize_layer.QuantizeLayer(InputQuantizer(INPUT_BITS),
+                                             name=f"{chain[-1].name}_input_quant")
+    with quantize_scope():
+        return preprocessing.insert_after(model, chain[-1], quantizer,
+                                          custom_objects=_InputLayerQuantize(8).custom_objects())
+
+
+def _annotate(model):
+    """``quantize_annotate_model`` for every layer but the leading preprocessing and input quantizer."""
+    float_layers = {l.name for l in preprocessing.leading_preprocessing(model)}
+    if not float_layers:
+        return tfmot.quantization.keras.quantize_annotate_model(model)
+
+    def annotate(layer):  # as tfmot's: the same layer, wrapped or not
+        if layer.name in float_layers or isinstance(layer, quantize_layer.QuantizeLayer):
+            return layer
+        return tfmot.quantization.keras.quantize_annotate_layer(layer)
+
+    return keras.models.clone_model(model, clone_function=annotate)
 
 
 def apply(model, conv_bits=1, dw_bits=4, first_last_bits=8, act_bits=8, *, scheme=None):
@@ -508,6 +555,7 @@ def apply(model, conv_bits=1, dw_bits=4, first_last_bits=8, act_bits=8, *, schem
         model = keras3.to_tf_keras(model)
     registry = scheme.get_quantize_registry()
     _check_model(model, registry)
+    model = _with_input_quantizer_after_preprocessing(model)
     depthwise = [l.name for l in model.layers if isinstance(l, _DEPTHWISE_LAYERS)]
     if depthwise and getattr(scheme, "dw_bits", 0) is None:
         raise ValueError(
@@ -519,6 +567,6 @@ def apply(model, conv_bits=1, dw_bits=4, first_last_bits=8, act_bits=8, *, schem
         plan, model_layout = scheme.plan(model)
         scheme = scheme.bind(plan, model_layout)
     with quantize_scope():
-        annotated = tfmot.quantization.keras.quantize_annotate_model(model)
+        annotated = _annotate(model)
         qat = tfmot.quantization.keras.quantize_apply(annotated, scheme)
     return plan_lib.attach(qat, plan if planned else plan_lib.derive_plan(qat))
