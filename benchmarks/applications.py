@@ -6,10 +6,12 @@ and a 10-way Dense head), runs DualPrecision ``tfq_pareto.apply(model,
 conv_bits=1, dw_bits=4)``, one training step, and ``tflite_export.export``, which
 converts, packs, runs both files on TFLM (and the int8 file on LiteRT) and
 verifies them. A family passes when all of that works; otherwise the record keeps
-the error, which must name the layer (or op) at fault.
+the error, which must name the layer (or op) at fault. MobileNetV3 runs twice:
+minimalistic (ReLU, no squeeze-and-excitation) and in full (hard-swish).
 
     python benchmarks/applications.py                      # every family, ~20 minutes
-    python benchmarks/applications.py --apps MobileNet VGG16 --out /tmp/apps.json
+    python benchmarks/applications.py --apps MobileNet VGG --out /tmp/apps.json
+    python benchmarks/applications.py --apps EfficientNet --rerun   # measure it again
 
 Writes ``benchmarks/results/applications.json`` (a record per family, kept as
 each finishes: a rerun skips finished ones) and prints the README table.
@@ -18,6 +20,7 @@ each finishes: a rerun skips finished ones) and prints the README table.
 import argparse
 import json
 import os
+import re
 import tempfile
 import time
 
@@ -37,6 +40,7 @@ FAMILIES = {
     "MobileNetV2": ("MobileNetV2", 32, {"alpha": 0.35}, []),
     "MobileNetV3": ("MobileNetV3Small", 32, {"alpha": 0.75, "minimalistic": True},
                     ["MobileNetV3Large"]),
+    "MobileNetV3-hardswish": ("MobileNetV3Small", 32, {"alpha": 0.75}, ["MobileNetV3Large"]),
     "ResNet": ("ResNet50", 32, {}, ["ResNet101", "ResNet152"]),
     "ResNetV2": ("ResNet50V2", 32, {}, ["ResNet101V2", "ResNet152V2"]),
     "ResNetRS": ("ResNetRS50", 32, {}, ["ResNetRS101", "...", "ResNetRS420"]),
@@ -92,24 +96,51 @@ def check(family):
         status="passes", ops=result.manifest["ops"],
         eq6_bytes=totals["eq6_bytes"], int8_file_bytes=totals["int8_file_bytes"],
         packed_file_bytes=totals["packed_file_bytes"], ratio_to_limit=totals["ratio_to_limit"],
+        arena_bytes_packed=totals["tflm_arena_bytes_packed"],
+        arena_bytes_int8=totals["tflm_arena_bytes_int8"],
+        preprocessing_in_float=[p["class"] for p in result.manifest["input"].get(
+            "preprocessing", [])],
         keras_max_output_steps=result.manifest["verification"]["keras_max_output_steps"],
         seconds=time.perf_counter() - start)
     return record
 
 
+def _short(error):
+    """The refusal in a table cell: the first layer named and the classes at fault."""
+    named = re.findall(r"'([^']+) \(([A-Za-z0-9_]+)\)'", error)
+    if named:
+        classes = ", ".join(sorted({c for _, c in named}))
+        return f"unsupported layers named, e.g. '{named[0][0]} ({named[0][1]})'; classes: {classes}"
+    nested = re.search(r"nested models \['([^']+)'", error)
+    if nested:
+        return f"nested models named ({nested.group(1)}, ...): rebuild flat"
+    return error
+
+
+#: Ops of every passing model, left out of the table's note.
+COMMON_OPS = ("CONV_2D", "FULLY_CONNECTED", "TFLM_DECODE")
+
+
 def markdown(records):
-    lines = ["| family (tested member, input) | result | packed / int8 file | note |",
-             "|---|---|---|---|"]
+    lines = ["| family (tested member, input) | result | packed / int8 file | TFLM arena "
+             "packed / int8 | note |", "|---|---|---|---|---|"]
     for r in records:
         member = f"{r['model']} {r['input']}x{r['input']}"
         if r["options"]:
             member += " " + ", ".join(f"{k}={v}" for k, v in r["options"].items())
         if r["status"] == "passes":
+            note = "ops: " + ", ".join(o for o in r["ops"] if o not in COMMON_OPS)
+            if r.get("preprocessing_in_float"):
+                note += "; float preprocessing folded into the input: " + ", ".join(
+                    r["preprocessing_in_float"])
+            arenas = (f"{r['arena_bytes_packed']:,} / {r['arena_bytes_int8']:,} B"
+                      if "arena_bytes_packed" in r else "not recorded")  # records before arenas
             lines.append(f"| {r['family']} ({member}) | passes | {r['packed_file_bytes']:,} / "
-                         f"{r['int8_file_bytes']:,} B | ops: {', '.join(r['ops'])} |")
+                         f"{r['int8_file_bytes']:,} B | {arenas} | {note} |")
         else:
-            error = r["error"].replace("|", "/")
-            lines.append(f"| {r['family']} ({member}) | refused by `{r['status']}` | - | {error} |")
+            error = _short(r["error"]).replace("|", "/")
+            lines.append(f"| {r['family']} ({member}) | refused by `{r['status']}` | - | - | "
+                         f"{error} |")
     return "\n".join(lines)
 
 
@@ -117,11 +148,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", nargs="+", choices=sorted(FAMILIES), default=list(FAMILIES))
     parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--rerun", action="store_true",
+                        help="run the families of --apps again even when --out has them")
     args = parser.parse_args()
     results = {"records": []}
     if os.path.exists(args.out):
         with open(args.out, encoding="utf-8") as f:
             results = json.load(f)
+    if args.rerun:
+        results["records"] = [r for r in results["records"] if r["family"] not in args.apps]
     done = {r["family"] for r in results["records"]}
     for family in args.apps:
         if family in done:

@@ -105,11 +105,11 @@ def _readme_text():
 
 
 def test_the_readme_applications_table_is_the_result_file():
-    """Every family's row (result, packed / int8 bytes) and the pass count."""
+    """Every family's row (result, packed / int8 bytes, arenas) and the pass count."""
     records, readme = _load("applications.json")["records"], _readme_text()
     rows = {line.split("|")[1].strip().split(" (")[0]: [c.strip() for c in line.split("|")[1:-1]]
             for line in readme.splitlines() if line.strip().startswith("| ")
-            and " (" in line.split("|")[1] and line.count("|") == 5}
+            and " (" in line.split("|")[1] and line.count("|") == 6}
     for record in records:
         row = rows.get(record["family"])
         assert row is not None, f"README has no row for {record['family']}"
@@ -118,8 +118,11 @@ def test_the_readme_applications_table_is_the_result_file():
             assert row[1] == "passes"
             assert row[2] == (f"{record['packed_file_bytes']:,} / "
                               f"{record['int8_file_bytes']:,} B"), record["family"]
+            arenas = (f"{record['arena_bytes_packed']:,} / {record['arena_bytes_int8']:,} B"
+                      if "arena_bytes_packed" in record else "not recorded")
+            assert row[3] == arenas, record["family"]
         else:
-            assert row[1] == f"refused by `{record['status']}`" and row[2] == "-", row
+            assert row[1] == f"refused by `{record['status']}`" and row[2] == row[3] == "-", row
     passed = sum(r["status"] == "passes" for r in records)
     assert f"{passed} of {len(records)} families pass" in readme
 
