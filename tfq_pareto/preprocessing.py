@@ -73,11 +73,6 @@ def _last_axis(layer):
     return tuple(a % rank for a in axis) == (rank - 1,)
 
 
-def is_leading_preprocessing(model, layer):
-    """Whether ``layer`` is one of :func:`leading_preprocessing` (model)."""
-    return any(l is layer for l in leading_preprocessing(model))
-
-
 def affine(layers, channels):
     """``(a, b)``, arrays of ``channels``: the chain's map is ``x -> a * x + b`` per channel.
 

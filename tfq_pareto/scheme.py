@@ -492,15 +492,16 @@ def _with_input_quantizer_after_preprocessing(model):
     last preprocessing layer's output instead, so the quantized network sees
     the normalised image (see :mod:`tfq_pareto.preprocessing`).
     """
-    chain = preprocessing.leading_preprocessing(_as_functional(model))
+    functional = _as_functional(model)
+    chain = preprocessing.leading_preprocessing(functional)
     if not chain:
         return model
-    model = _as_functional(model)
     quantizer = quantize_layer.QuantizeLayer(InputQuantizer(INPUT_BITS),
                                              name=f"{chain[-1].name}_input_quant")
     with quantize_scope():
-        return preprocessing.insert_after(model, chain[-1], quantizer,
-                                          custom_objects=_InputLayerQuantize(8).custom_objects())
+        return preprocessing.insert_after(
+            functional, chain[-1], quantizer,
+            custom_objects=_InputLayerQuantize(INPUT_BITS).custom_objects())
 
 
 def _annotate(model):
