@@ -130,33 +130,60 @@ def labelled_arrays(validation_data, model, max_samples=10_000):
     return x, y
 
 
-def to_int8(model, samples):
-    """Full-integer int8 TFLite bytes of a float model (per-channel weights, int8 I/O).
+def _concrete_call(model):
+    """``model``'s inference call (``training=False``) traced for its input, batch left open."""
+    spec = tf.TensorSpec((None,) + _input_shape(model), model.inputs[0].dtype,
+                         name=model.inputs[0].name.split(":")[0])
+    return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
 
-    Args:
-      model: a float tf_keras model (the float twin).
-      samples: calibration inputs ``(n, *input_shape)``, float32.
-    """
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+
+def _converter(model, samples, frozen):
+    if frozen:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_call(model)])
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([row[None]] for row in samples)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    try:
-        # The converter's C++ side prints progress to fd 2 and warns that the
-        # int8 input has no statistics (it gets them from the calibration).
-        with warnings.catch_warnings(), captured_stderr():
-            warnings.simplefilter("ignore")
-            return bytes(converter.convert())
-    except Exception as error:  # the converter raises ConverterError and plain Exceptions
-        lines = [l.strip() for l in str(error).splitlines() if "error:" in l] or \
-            [l.strip() for l in str(error).splitlines() if l.strip()] or [repr(error)]
-        reason = lines[0].split("error:", 1)[-1].strip()
-        raise ExportError(
-            f"the TFLite converter cannot make an int8 model of {model.name!r}: {reason[:400]}; "
-            "replace the layer it names with one that has an int8 TFLite builtin op"
-        ) from error
+    return converter
+
+
+def to_int8(model, samples):
+    """Full-integer int8 TFLite bytes of a float model (per-channel weights, int8 I/O).
+
+    The converter is given the model's traced inference function with its
+    variables frozen (``from_concrete_functions``), not the Keras model:
+    ``from_keras_model`` first saves the model as a SavedModel and loads it
+    back, which serializes every layer's call and took 15.8 s of a ResNet-20
+    conversion that takes 1.0 s frozen on the same twin (measured on this
+    project's 2-core machine). The two files hold the same ops, weights and
+    quantization and give the same outputs; they differ in tensor names
+    (the input is named after the model's input layer) and in metadata. If
+    the frozen conversion fails, the Keras path is tried before giving up.
+
+    Args:
+      model: a float tf_keras model (the float twin).
+      samples: calibration inputs ``(n, *input_shape)``, float32.
+    """
+    error = None
+    for frozen in (True, False):
+        try:
+            # The converter's C++ side prints progress to fd 2 and warns that the
+            # int8 input has no statistics (it gets them from the calibration).
+            with warnings.catch_warnings(), captured_stderr():
+                warnings.simplefilter("ignore")
+                return bytes(_converter(model, samples, frozen).convert())
+        except Exception as caught:  # the converter raises ConverterError and plain Exceptions
+            error = caught
+    lines = [l.strip() for l in str(error).splitlines() if "error:" in l] or \
+        [l.strip() for l in str(error).splitlines() if l.strip()] or [repr(error)]
+    reason = lines[0].split("error:", 1)[-1].strip()
+    raise ExportError(
+        f"the TFLite converter cannot make an int8 model of {model.name!r}: {reason[:400]}; "
+        "replace the layer it names with one that has an int8 TFLite builtin op"
+    ) from error
 
 
 def model_inputs(samples, model):
