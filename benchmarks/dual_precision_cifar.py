@@ -1,6 +1,7 @@
 """DualPrecision vs 8-bit at equal size, and what the search for the pair costs.
 
-On real CIFAR-10 (``../shared/data``), MobileNetV2-CIFAR, activations 4-bit:
+On real CIFAR-10 (``../shared/data``), MobileNetV2-CIFAR (``--model``: any family
+with depthwise convs; VGG-11 needs ``--variant``, Table 6), activations 4-bit:
 
 1. The grid: every (conv_bits, dw_bits) of ``--bits`` x ``--bits`` widened to
    one Eq. (6) budget (the size of the 8-bit model at ``--budget-width``) and
@@ -18,8 +19,9 @@ On real CIFAR-10 (``../shared/data``), MobileNetV2-CIFAR, activations 4-bit:
    final is the grid's best.
 
     python benchmarks/dual_precision_cifar.py                 # ~30 minutes on 2 cores
+    python benchmarks/dual_precision_cifar.py --model vgg11 --variant B
 
-Writes ``benchmarks/results/dual_precision_mobilenet_v2_cifar/summary.json``
+Writes ``benchmarks/results/dual_precision_<model>[<variant>]/summary.json``
 (and ``grid/``, ``proxy/`` with every trial). Resumable: a rerun skips
 finished trials.
 """
@@ -39,8 +41,15 @@ def _pair(record):
     return [record.conv_bits, record.dw_bits]
 
 
+#: Families with depthwise convs (vgg11 with a variant).
+MODELS = ("mobilenet_v2_cifar", "inv_resnet26", "vgg11")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mobilenet_v2_cifar", choices=MODELS)
+    parser.add_argument("--variant", choices=("A", "B", "C"), default=None,
+                        help="vgg11's depthwise-separable variant (Table 6); vgg11 only")
     parser.add_argument("--bits", default="1,4,8", help="the precision set B of the grid")
     parser.add_argument("--budget-width", type=float, default=0.2,
                         help="budget = Eq. (6) size of the 8-bit model at this width")
@@ -57,15 +66,22 @@ def main():
                         help="relative size tolerance when widening a pair to the budget "
                              "(channel counts are integers, so some sizes jump)")
     parser.add_argument("--data-dir", default=SHARED)
-    parser.add_argument("--out", default=os.path.join(HERE, "results",
-                                                      "dual_precision_mobilenet_v2_cifar"))
+    parser.add_argument("--out", default=None,
+                        help="default: benchmarks/results/dual_precision_<model>[<variant>]")
     args = parser.parse_args()
+    if (args.model == "vgg11") != (args.variant is not None):
+        parser.error(f"--variant is needed with --model vgg11 and only there (vgg11 without a "
+                     f"variant has no depthwise convs); received --model {args.model} "
+                     f"--variant {args.variant}")
+    name = args.model + (args.variant or "")
+    args.out = args.out or os.path.join(HERE, "results", f"dual_precision_{name}")
     bits = [int(b) for b in args.bits.split(",")]
     os.makedirs(args.out, exist_ok=True)
 
     datasets = load_cifar(args.train_images, args.data_dir, args.test_images)
     info = datasets.info
-    base = experiment.RunConfig(model="mobilenet_v2_cifar", width_multiplier=1.0, conv_bits=8, dw_bits=8,
+    base = experiment.RunConfig(model=args.model, variant=args.variant, width_multiplier=1.0,
+                                conv_bits=8, dw_bits=8,
                                 act_bits=4, dataset="cifar10_npz")
     budget = search.budget_of(base, info, width_multiplier=args.budget_width, conv_bits=8, dw_bits=8)
     recipe = training.Recipe(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
@@ -124,7 +140,7 @@ def main():
             "train_seconds": r.train_seconds}
 
     summary = {
-        "model": "mobilenet_v2_cifar",
+        "model": name,
         "schedule": {"epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
                      "train_images": info.num_train, "test_images": info.num_test,
                      "act_bits": 4, "first_last_bits": 8, "batch_size": 128, "lr": 0.05},

@@ -42,14 +42,19 @@ import tfq_pareto
 from tfq_pareto import keras
 from tfq_pareto import configs
 from tfq_pareto.backend import tf, tfmot
-from tfq_pareto.models import mobilenet_v2_cifar, resnet_cifar
+from tfq_pareto.models import mobilenet_v2_cifar, resnet_cifar, vgg11
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: --models choices: name -> builder of the float model at a width.
 MODELS = {
     "resnet20": lambda width: resnet_cifar(depth=20, width_multiplier=width, num_classes=10),
     "mobilenet_v2_cifar": lambda width: mobilenet_v2_cifar(width_multiplier=width, num_classes=10),
+    # Table 6's VGG-11 with 4 depthwise-separable layers: not in the default run; a
+    # small depthwise model for quick checks.
+    "vgg11B": lambda width: vgg11(width_multiplier=width, variant="B", num_classes=10),
 }
+#: The models of the default run (and of benchmarks/results/qat_overhead.json).
+DEFAULT_MODELS = ("resnet20", "mobilenet_v2_cifar")
 DEFAULT_OUT = os.path.join(HERE, "results", "qat_overhead.json")
 
 
@@ -92,7 +97,7 @@ def _configurations(model_name, width, breakdown=False):
     def base():
         return MODELS[model_name](width)
 
-    depthwise = model_name == "mobilenet_v2_cifar"
+    depthwise = any(isinstance(l, keras.layers.DepthwiseConv2D) for l in base().layers)
 
     def applied(bits, dw_bits=None):
         return lambda: tfq_pareto.apply(base(), conv_bits=bits,
@@ -199,7 +204,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=40, help="interleaved timed rounds")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--models", default=",".join(MODELS),
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier of the models")
     parser.add_argument("--jit-compile", action="store_true", help="compile train steps with XLA")
