@@ -149,3 +149,16 @@ def test_the_readme_quotes_the_three_demo_runs():
             assert f"{100 * r['accuracy']:.2f}% +- {100 * r['accuracy_std']:.2f}" in readme
             assert ", ".join(_pct(a) for a in r["accuracies"]) in readme
         assert row["comparison"]["verdict"] in " ".join(readme.split())
+
+
+def test_convert_time_figures_are_quoted():
+    summary, doc = _load("convert_time.json"), _doc()
+    for r in summary["records"]:
+        same = " / ".join("yes" if r[k] else "no" for k in (
+            "same_ops", "same_weights", "same_io_quantization", "same_litert_outputs"))
+        row = (f"| {r['model']} | {r['layers']} | {r['frozen_seconds']:.2f} | "
+               f"{r['keras_seconds']:.2f} | {r['ratio_keras_to_frozen']:.1f}x | {same} |")
+        assert row in doc, row
+        assert f"{r['frozen_file_bytes']:,} B" in doc and f"{r['keras_file_bytes']:,} B" in doc
+    (resnet,) = [r for r in summary["records"] if r["model"] == "resnet20"]
+    assert f"{resnet['ratio_keras_to_frozen']:.1f}x slower" in " ".join(_readme_text().split())

@@ -150,25 +150,26 @@ def _converter(model, samples, frozen):
     return converter
 
 
-def to_int8(model, samples):
+def to_int8(model, samples, *, frozen=True):
     """Full-integer int8 TFLite bytes of a float model (per-channel weights, int8 I/O).
 
     The converter is given the model's traced inference function with its
     variables frozen (``from_concrete_functions``), not the Keras model:
     ``from_keras_model`` first saves the model as a SavedModel and loads it
-    back, which serializes every layer's call and took 15.8 s of a ResNet-20
-    conversion that takes 1.0 s frozen on the same twin (measured on this
-    project's 2-core machine). The two files hold the same ops, weights and
-    quantization and give the same outputs; they differ in tensor names
-    (the input is named after the model's input layer) and in metadata. If
-    the frozen conversion fails, the Keras path is tried before giving up.
+    back, which serializes every layer's call: 13.0 s against 1.4 s frozen for
+    a ResNet-20 twin (``benchmarks/results/convert_time.json``). The two files hold
+    the same ops, weights and quantization and give the same outputs; they
+    differ in tensor names (the input is named after the model's input layer)
+    and in metadata. If the frozen conversion fails, the Keras path is tried
+    before giving up.
 
     Args:
       model: a float tf_keras model (the float twin).
       samples: calibration inputs ``(n, *input_shape)``, float32.
+      frozen: False converts through ``from_keras_model`` only.
     """
     error = None
-    for frozen in (True, False):
+    for frozen in ((True, False) if frozen else (False,)):
         try:
             # The converter's C++ side prints progress to fd 2 and warns that the
             # int8 input has no statistics (it gets them from the calibration).
