@@ -149,6 +149,15 @@ def test_vgg11_table2_fan_ins():
         vgg11(0.5, "C", dw_fan_in=(0, 3))
 
 
+def test_vgg11_refuses_images_its_five_poolings_cannot_halve():
+    # 2^5 = 32: at 32 px the last pooling leaves 1 x 1; at 16 px it would have no pixel left.
+    assert vgg11(0.25, "A", 10, input_shape=(32, 32, 1)).output_shape == (None, 10)
+    with pytest.raises(ValueError, match=r"at least 32 pixels; received input_shape \(16, 16, 1\)"):
+        vgg11(0.25, "A", 10, input_shape=(16, 16, 1))
+    with pytest.raises(ValueError, match="at least 32 pixels"):
+        vgg11(0.25, None, 10, input_shape=(32, 24, 3))
+
+
 def test_mobilenet_v2_cifar_downsamples_twice():
     """Appendix C: stem stride 2 (Sandler et al.), only the fifth bottleneck row strides 2."""
     model = mobilenet_v2_cifar()

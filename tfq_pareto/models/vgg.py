@@ -95,6 +95,12 @@ def vgg11(width_multiplier=1.0, variant=None, num_classes=100, *, keep_first_las
     if not separable and (channels_per_group, kernel) != (1, 3):
         raise ValueError(f"dw_fan_in {dw_fan_in!r} needs a variant with depthwise convs "
                          f"('A', 'B' or 'C'); received variant {variant!r}")
+    pools = VGG11_PLAN.count("M")
+    if any(side < 2 ** pools for side in tuple(input_shape)[:2]):
+        raise ValueError(
+            f"vgg11 halves the image {pools} times, so its sides must be at least "
+            f"{2 ** pools} pixels; received input_shape {tuple(input_shape)!r} (for digits: "
+            f"--image-size {2 ** pools})")
     inputs = keras.Input(input_shape)
     x = inputs
     index = 0
