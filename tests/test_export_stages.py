@@ -122,3 +122,27 @@ def test_measure_and_write_files_agree_with_the_files(qat, tmp_path):
     itemized = totals["other_bytes_itemized"]
     assert sum(itemized.values()) == totals["other_bytes"]
     assert totals["packed_weight_bytes"] + totals["other_bytes"] == totals["packed_file_bytes"]
+
+
+def test_to_int8_falls_back_to_from_keras_model_when_the_frozen_conversion_fails(
+        plain_cnn, monkeypatch):
+    from tfq_pareto.backend import tf  # pylint: disable=import-outside-toplevel
+
+    convert = importlib.import_module("tflite_export.convert")
+    x = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 1)).astype("float32")
+    frozen = convert.to_int8(plain_cnn, x)
+    keras_path = convert.to_int8(plain_cnn, x, frozen=False)
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("frozen conversion refused")
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_concrete_functions", refuse)
+    assert convert.to_int8(plain_cnn, x) == keras_path and len(calls) == 1
+    assert flatbuffer.op_names(keras_path) == flatbuffer.op_names(frozen)  # the same model
+    # Both paths refused: one ExportError, from the Keras path's error.
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", refuse)
+    with pytest.raises(errors.ExportError, match="cannot make an int8 model of 'plain_cnn'"):
+        convert.to_int8(plain_cnn, x)
+    assert len(calls) == 3
