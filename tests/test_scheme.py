@@ -11,6 +11,7 @@ from tfq_pareto import (
     DualPrecisionScheme,
     keras,
 )
+from tfq_pareto import graph
 from tfq_pareto.backend import tf, tfmot
 
 from conftest import build_mobilenet_like
@@ -232,21 +233,35 @@ def test_subclassed_model_is_refused():
         tfq_pareto.apply(net)
 
 
-def test_nested_model_is_refused_with_its_name(plain_cnn):
+def test_a_nested_functional_model_is_inlined_and_a_subclassed_one_refused(plain_cnn):
     inputs = keras.Input((8, 8, 1))
     outputs = keras.layers.Dense(3, name="head")(plain_cnn(inputs))
-    outer = keras.Model(inputs, outputs)
-    with pytest.raises(ValueError, match="nested models \\['plain_cnn'\\]"):
-        tfq_pareto.apply(outer)
+    qat = tfq_pareto.apply(keras.Model(inputs, outputs))
+    assert not any(isinstance(graph.unwrap(l), keras.Model) for l in qat.layers)
+    assert {l.name for l in plain_cnn.layers if graph.is_weighted(l)} <= {
+        graph.unwrap(l).name for l in qat.layers}
+
+    class Inner(keras.Model):  # subclassed: no layer graph to inline
+        def __init__(self):
+            super().__init__(name="inner_sub")
+            self.conv = keras.layers.Conv2D(2, 3)
+
+        def call(self, x):  # pylint: disable=arguments-differ
+            return self.conv(x)
+
+    inner = Inner()
+    x = keras.layers.Flatten()(inner(inputs))
+    with pytest.raises(ValueError, match="nested models \\['inner_sub'\\]"):
+        tfq_pareto.apply(keras.Model(inputs, keras.layers.Dense(3)(x)))
 
 
 def test_unsupported_layer_is_named(plain_cnn):
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
-    x = keras.layers.LayerNormalization(name="my_norm")(x)
+    x = keras.layers.Lambda(lambda t: t * t, name="my_square")(x)
     x = keras.layers.Flatten()(x)
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
-    with pytest.raises(ValueError, match="my_norm \\(LayerNormalization\\).*quantize_annotate_layer"):
+    with pytest.raises(ValueError, match="my_square \\(Lambda\\).*quantize_annotate_layer"):
         tfq_pareto.apply(model)
 
 

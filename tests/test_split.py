@@ -147,6 +147,25 @@ def test_export_with_a_cap_reports_the_split_and_certifies_its_arena(qat, tmp_pa
         runtime.micro_outputs(packed, inputs, arena - runtime.ARENA_STEP)
 
 
+def test_a_grouped_conv_is_left_whole_and_the_rest_is_split(tmp_path):
+    """RegNet's grouped convs: a part with a fraction of a group crashes TFLM (SIGFPE)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.ReLU()(keras.layers.Conv2D(16, 3, padding="same", name="stem")(inputs))
+    x = keras.layers.ReLU()(keras.layers.Conv2D(16, 3, padding="same", groups=4,
+                                                name="grouped")(x))
+    x = keras.layers.ReLU()(keras.layers.Conv2D(16, 3, padding="same", name="plain")(x))
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    qat = tfq_pareto.apply(keras.Model(inputs, outputs), conv_bits=1, first_last_bits=8)
+    x = np.random.default_rng(0).random((16, 8, 8, 3)).astype("float32")
+    qat.compile("adam", "mse")
+    qat.fit(x, np.zeros((16, 2)), verbose=0)
+    # grouped: 16 filters x 3x3x4 = 576 B; plain: 16 x 3x3x16 = 2304 B; cap 300 B.
+    result = tflite_export.export(qat, x, str(tmp_path), max_decode_bytes=300)
+    assert result.manifest["packing"]["split_layers"] == {"plain": 16 // (300 // 144)}
+    assert result.manifest["verification"]["keras_max_output_steps"] <= 8
+
+
 def _wide_cnn():
     """A 1-bit 3x3 conv of 64 -> 64 channels on a 4x4 map: a 36,864 B decoded filter,
     far more than the activations' arena."""

@@ -165,6 +165,19 @@ class SplitModel:
     filter_tensors: dict
 
 
+def _grouped(graph, op, weights):
+    """True for a grouped CONV_2D (filter depth below the input's channels, RegNet's convs).
+
+    Its output channels come in groups that each read their own slice of the
+    input; a part holding some of them would need its input sliced too, and
+    TFLM's conv kernel crashes (SIGFPE) on a part whose channels are not a
+    whole number of groups. Grouped convs are left whole: their filters hold
+    1/groups of a standard conv's weights, so their DECODE is small anyway.
+    """
+    channels_in = int(graph.tensors[op.inputs[0]].shape[-1])
+    return weights.ndim == 4 and int(weights.shape[-1]) != channels_in
+
+
 def split_filters(int8_bytes, layers, max_decode_bytes):
     """The int8 model with each large filter op split by output channels.
 
@@ -173,6 +186,7 @@ def split_filters(int8_bytes, layers, max_decode_bytes):
       layers: the manifest's layer rows (``name``, ``op``, ``tensor``, ``bits``);
         only layers below 8 bits (the ones that are packed) are split.
       max_decode_bytes: the most bytes one DECODE may write; None: no split.
+        Grouped convs are never split (see :func:`_grouped`).
 
     Returns:
       a :class:`SplitModel`.
@@ -196,7 +210,7 @@ def split_filters(int8_bytes, layers, max_decode_bytes):
         weights = _constant(model, filt, np.int8)
         channels = weights.shape[0]
         per_channel = int(np.prod(weights.shape[1:]))
-        if weights.size <= max_decode_bytes or channels < 2:
+        if weights.size <= max_decode_bytes or channels < 2 or _grouped(graph, op, weights):
             operators.append(op)
             continue
         groups = channel_groups(channels, per_channel, max_decode_bytes)

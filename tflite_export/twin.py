@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 import tfq_pareto
-from tfq_pareto import graph
+from tfq_pareto import graph, rewrite
 from tfq_pareto.backend import keras, tf
 from tflite_export.errors import ExportError
 
@@ -58,18 +58,27 @@ class QuantizedKernel:
 
 
 class PointwiseDense(keras.layers.Dense):
-    """A Dense layer on a flat input computed as a 1x1 convolution.
+    """A Dense layer on a flat input (or on feature maps) computed as a 1x1 convolution.
 
     Same weights as ``Dense``. It converts to RESHAPE -> CONV_2D -> RESHAPE rather
     than FULLY_CONNECTED: LiteRT's FULLY_CONNECTED rounds the requantization once
     while TFLite Micro's rounds twice, so their outputs differ by one step on some
     inputs; their CONV_2D kernels agree bit for bit, which lets export verify the
     int8 file on both interpreters. The reshapes carry no weights.
+
+    On a ``(batch, h, w, c)`` input (ConvNeXt's pointwise Dense layers) it is one
+    CONV_2D with no reshapes: a Dense on feature maps otherwise converts to
+    shape arithmetic (REDUCE_PROD, for the open batch size) that TFLM cannot run.
     """
 
     def call(self, inputs):
         fan_in = int(inputs.shape[-1])
         kernel = tf.reshape(self.kernel, [1, 1, fan_in, self.units])
+        if inputs.shape.rank == 4:
+            outputs = tf.nn.conv2d(inputs, kernel, 1, "VALID")
+            if self.use_bias:
+                outputs = tf.nn.bias_add(outputs, self.bias)
+            return self.activation(outputs) if self.activation is not None else outputs
         outputs = tf.nn.conv2d(tf.reshape(inputs, [-1, 1, 1, fan_in]), kernel, 1, "VALID")
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, self.bias)
@@ -213,7 +222,7 @@ def _twin_config(model, dense_as_conv, ranges):
     flat_dense = {
         graph.unwrap(l).name for l in model.layers
         if type(graph.unwrap(l)) is keras.layers.Dense  # pylint: disable=unidiomatic-typecheck
-        and len(l.input_shape) == 2
+        and len(l.input_shape) in (2, 4)
     } if dense_as_conv else set()
     config = copy.deepcopy(model.get_config())
     if "layers" not in config or "input_layers" not in config:
@@ -292,7 +301,7 @@ def float_twin(model, dense_as_conv=True, activation_ranges_from="qat"):
     Args:
       model: a QAT model made by :func:`tfq_pareto.apply` (or loaded in
         :func:`tfq_pareto.quantize_scope`).
-      dense_as_conv: compute Dense layers on flat inputs as 1x1 convolutions
+      dense_as_conv: compute Dense layers on flat inputs and on feature maps as 1x1 convolutions
         (:class:`PointwiseDense`), so that LiteRT and TFLM agree bit for bit.
       activation_ranges_from: ``"qat"`` puts the ranges QAT learned into the twin
         as :class:`ActivationFakeQuant` layers; ``"calibration"`` leaves all ranges
@@ -313,8 +322,9 @@ def float_twin(model, dense_as_conv=True, activation_ranges_from="qat"):
                          f"{activation_ranges_from!r}")
     ranges = activation_ranges(model) if activation_ranges_from == "qat" else {}
     config = _twin_config(model, dense_as_conv, ranges)
-    with tfq_pareto.quantize_scope(), keras.utils.custom_object_scope(
-            {"PointwiseDense": PointwiseDense, "ActivationFakeQuant": ActivationFakeQuant}):
+    objects = dict(rewrite.custom_layer_classes(model), PointwiseDense=PointwiseDense,
+                   ActivationFakeQuant=ActivationFakeQuant)
+    with tfq_pareto.quantize_scope(), keras.utils.custom_object_scope(objects):
         twin = keras.Model.from_config(config)
     plan = tfq_pareto.plan_of(model)
     kernels = []

@@ -7,7 +7,8 @@ Public API::
     width = tfq_pareto.width_for_size(builder, target_bits, conv_bits=1)
 """
 
-from tfq_pareto import analysis, data, experiment, models, plan, preprocessing, records, training
+from tfq_pareto import (analysis, data, experiment, models, plan, preprocessing, records, rewrite,
+                        training)
 from tfq_pareto.backend import keras
 from tfq_pareto.clipping import CLIPPING_CONSTANTS, clipping_constant, clipping_constants
 from tfq_pareto.configs import (

@@ -19,6 +19,11 @@ def unwrap(layer):
     return getattr(layer, "layer", layer) if hasattr(layer, "quantize_config") else layer
 
 
+def unwrapped_layers(model):
+    """``model``'s layers, each tfmot wrapper replaced by the layer it wraps."""
+    return [unwrap(layer) for layer in model.layers]
+
+
 def is_weighted(layer):
     return isinstance(unwrap(layer), WEIGHTED_LAYERS)
 

@@ -157,7 +157,11 @@ def insert_after(model, layer, new_layer, custom_objects=None):
     for ref in config["output_layers"]:
         if ref[0] == name:
             ref[0] = new_layer.name
-    rebuilt = keras.Model.from_config(config, custom_objects=custom_objects)
+    # The model's own layer classes first: custom ones (ConvNeXt's LayerScale, a
+    # user's) need not be registered for the config to load.
+    objects = {type(l).__name__: type(l) for l in model.layers}
+    objects.update(custom_objects or {})
+    rebuilt = keras.Model.from_config(config, custom_objects=objects)
     for old in model.layers:
         rebuilt.get_layer(old.name).set_weights(old.get_weights())
     return rebuilt

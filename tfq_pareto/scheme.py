@@ -26,7 +26,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.graph_transfor
     transforms as tfmot_transforms,
 )
 
-from tfq_pareto import graph, keras3, preprocessing
+from tfq_pareto import graph, keras3, preprocessing, rewrite
 from tfq_pareto import plan as plan_lib
 from tfq_pareto.checks import ConfigMixin
 from tfq_pareto.backend import keras, tfmot
@@ -52,15 +52,33 @@ INPUT_BITS = 8
 #: Bits of the last layers' output (the logits), whatever act_bits is.
 OUTPUT_BITS = 8
 
-#: Layers quantized at their output only, beyond tfmot's n-bit registry.
+def _application_layers():
+    """Custom layer classes of ``tf_keras.applications`` quantized at their output only.
+
+    ConvNeXt's ``LayerScale`` (``x * gamma``, one trainable factor per channel;
+    TFLite: one MUL by a constant vector). It lives in a private module of
+    tf_keras; a release without it simply adds nothing.
+    """
+    try:
+        from tf_keras.src.applications.convnext import LayerScale  # pylint: disable=import-outside-toplevel
+    except ImportError:  # pragma: no cover - depends on the tf_keras release
+        return ()
+    return (LayerScale,)
+
+
+#: Layers quantized at their output only, beyond tfmot's n-bit registry. Weights
+#: they hold (BN's and LayerNormalization's gamma and beta, LayerScale's gamma)
+#: stay float in QAT; the converter folds or quantizes them.
 _EXTRA_OUTPUT_LAYERS = (
+    keras.layers.LayerNormalization,
     keras.layers.BatchNormalization,
     keras.layers.Multiply,
     keras.layers.Subtract,
     keras.layers.Average,
     keras.layers.Maximum,
     keras.layers.Minimum,
-)
+    rewrite.ScalarAffine,
+) + _application_layers()
 
 #: tfmot configs its transforms put on a conv/dense layer to drop its output fake-quant.
 _TFMOT_CONFIGS = (n_bit_configs.NoOpQuantizeConfig, n_bit_registry.DefaultNBitQuantizeConfig)
@@ -116,6 +134,21 @@ def _layout_transforms(act_bits):
 
 def _check_optional_bits(name, value):
     return None if value is None else check_bits(name, value)
+
+
+#: Activations tfmot's n-bit registry has a config for (it raises for any other).
+_TFMOT_ACTIVATIONS = ("relu", "relu6", "swish", "linear", "softmax", "sigmoid", "tanh")
+
+
+def _other_activation(layer):
+    """An ``Activation`` layer whose function tfmot has no config for (GELU, ELU, ...).
+
+    Every Keras activation is elementwise, so it is quantized at its output like
+    BN or Add; whether the exported op runs on TFLM is the exporter's check
+    (ConvNeXt's GELU: TFLM has no kernel, and export says so).
+    """
+    return (type(layer) is keras.layers.Activation  # pylint: disable=unidiomatic-typecheck
+            and getattr(layer.activation, "__name__", None) not in _TFMOT_ACTIVATIONS)
 
 
 def _own_output_config(config):
@@ -205,7 +238,7 @@ class DualPrecisionQuantizeRegistry(n_bit_registry.DefaultNBitQuantizeRegistry):
             return config_for(entry, cls, self.ternary_scale)
         if is_relu(layer):
             return ReLUQuantizeConfig(self.act_bits)
-        if cls in _EXTRA_OUTPUT_LAYERS:
+        if cls in _EXTRA_OUTPUT_LAYERS or _other_activation(layer):
             return OutputQuantizeConfig(self.act_bits)
         return _own_output_config(super().get_quantize_config(layer))
 
@@ -435,6 +468,8 @@ def quantize_scope(*args):
     from tfq_pareto.fan_in import FanInPrecisionScheme  # pylint: disable=import-outside-toplevel
 
     objects = dict(CUSTOM_OBJECTS)
+    objects["ScalarAffine"] = rewrite.ScalarAffine
+    objects.update({cls.__name__: cls for cls in _application_layers()})
     objects["DualPrecisionScheme"] = DualPrecisionScheme
     objects["FanInPrecisionScheme"] = FanInPrecisionScheme
     return tfmot.quantization.keras.quantize_scope(*(args + (objects,)))
@@ -554,6 +589,15 @@ def apply(model, conv_bits=1, dw_bits=4, first_last_bits=8, act_bits=8, *, schem
         )
     if keras3.is_keras3_model(model):
         model = keras3.to_tf_keras(model)
+    model = rewrite.for_quantization(model)
+    # tfmot rebuilds the model from its config several times: the model's own
+    # custom layer classes (ConvNeXt's LayerScale, a user's) must resolve there.
+    with keras.utils.custom_object_scope(rewrite.custom_layer_classes(model)):
+        return _apply(model, scheme)
+
+
+def _apply(model, scheme):
+    """:func:`apply` on a tf_keras model that :func:`rewrite.for_quantization` has rewritten."""
     registry = scheme.get_quantize_registry()
     _check_model(model, registry)
     model = _with_input_quantizer_after_preprocessing(model)
