@@ -97,7 +97,8 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     summary_path = os.path.join(args.out, "summary.json")
     summary = {"schedule": {"epochs": args.epochs, "train_images": datasets.info.num_train,
-                            "test_images": datasets.info.num_test, "act_bits": recipe.act_bits},
+                            "test_images": datasets.info.num_test, "act_bits": recipe.act_bits,
+                            "max_width": args.max_width},
                "budgets_kib": budgets, "rows": []}
     for model in models:
         bits = [int(b) for b in (args.mobilenet_bits if model == "mobilenet_v2_cifar"

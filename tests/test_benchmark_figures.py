@@ -162,3 +162,35 @@ def test_convert_time_figures_are_quoted():
         assert f"{r['frozen_file_bytes']:,} B" in doc and f"{r['keras_file_bytes']:,} B" in doc
     (resnet,) = [r for r in summary["records"] if r["model"] == "resnet20"]
     assert f"{resnet['ratio_keras_to_frozen']:.1f}x slower" in " ".join(_readme_text().split())
+
+
+def test_mcu_fit_figures_are_quoted():
+    """Every seed's row, the means, spreads and margin, and the widths and flash of seed 0."""
+    summary, doc = _load("mcu_fit", "summary.json"), _doc()
+    for row in summary["rows"]:
+        for run in row["runs"]:
+            pick, eight = run["pick"], run["eight_bit"]
+            line = (f"| {run['seed']} | {pick['label']} | {pick['width_multiplier']:.4f} | "
+                    f"{100 * pick['accuracy']:.2f} | {pick['flash_bytes']:,} | "
+                    f"{pick['ram_bytes']:,} | {pick['macs']:,} | {eight['width_multiplier']:.4f} | "
+                    f"{100 * eight['accuracy']:.2f} | {eight['flash_bytes']:,} | "
+                    f"{eight['ram_bytes']:,} | {'yes' if run['certificate_holds_on_tflm'] else 'no'} |")
+            assert line in doc, line
+        assert f"pick {_pct(row['pick_mean'])} (std {100 * row['pick_std']:.2f})" in doc
+        assert f"8-bit {_pct(row['eight_bit_mean'])} (std {100 * row['eight_bit_std']:.2f})" in doc
+        assert f"{row['margin_points']:+.2f} points" in doc
+        spread = max(row["pick_std"], row["eight_bit_std"])
+        assert row["margin_exceeds_spread"] == (row["pick_mean"] - row["eight_bit_mean"] > spread)
+        if not row["margin_exceeds_spread"]:
+            assert "**within the seed spread**" in doc
+        summary_row = (f"pick {_pct(row['pick_mean'])[:-1]} +- {100 * row['pick_std']:.2f}% vs 8-bit "
+                       f"{_pct(row['eight_bit_mean'])[:-1]} +- {100 * row['eight_bit_std']:.2f}%")
+        assert summary_row in doc, summary_row
+    seed0 = _load("mcu_fit", "resnet_cifar_small", "seed0", "results.json")
+    widths = {c["label"]: c["width_multiplier"] for c in seed0["candidates"]}
+    flash = {c["label"]: c["flash_bytes"] for c in seed0["candidates"]}
+    assert f"is {widths['1-bit']:.2f} at 1 and 2 bits, {widths['4-bit']:.2f} at 4 bits" in doc
+    assert widths["1-bit"] == widths["2-bit"]
+    assert f"and {widths['8-bit']:.2f}\nat 8 bits" in doc
+    assert f"from {flash['1-bit']:,} B (1-bit) to {flash['8-bit']:,} B (8-bit)" in doc
+    assert f"(widths {min(widths.values()):.2f}-{max(widths.values()):.2f})" in doc
