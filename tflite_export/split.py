@@ -252,8 +252,10 @@ def split_filters(int8_bytes, layers, max_decode_bytes):
     graph.operators = operators
     _drop_unused_tensors(model)  # the unsplit filters, biases and their buffers
 
-    def index(tensor):  # a tensor's index after the drop
-        return next(i for i, t in enumerate(graph.tensors) if t is tensor)
+    positions = {id(t): i for i, t in enumerate(graph.tensors)}
+
+    def index(tensor):  # a tensor's index after the drop (one lookup, not a scan per tensor)
+        return positions[id(tensor)]
 
     return SplitModel(
         write(model),
