@@ -111,6 +111,11 @@ def _short(error):
     if named:
         classes = ", ".join(sorted({c for _, c in named}))
         return f"unsupported layers named, e.g. '{named[0][0]} ({named[0][1]})'; classes: {classes}"
+    missing = re.search(r"no kernel for op\(s\) \[([^\]]+)\], produced by layer\(s\) \['([^']+)'",
+                        error)
+    if missing:
+        ops = missing.group(1).replace("'", "")
+        return f"TFLM has no kernel for {ops}; layers named, e.g. '{missing.group(2)}'"
     nested = re.search(r"nested models \['([^']+)'", error)
     if nested:
         return f"nested models named ({nested.group(1)}, ...): rebuild flat"
