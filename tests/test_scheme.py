@@ -316,3 +316,35 @@ def test_keras3_subclassed_model_is_refused_with_advice():
 
     with pytest.raises(ValueError, match="tf_keras"):
         tfq_pareto.to_tf_keras(Net())
+
+
+# ---- A Conv2D with one input channel per group is a depthwise conv ----------
+
+
+def _channelwise_model():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", groups=8, name="channelwise")(x)  # C_in/g = 1
+    x = keras.layers.Conv2D(8, 3, padding="same", groups=2, name="grouped")(x)  # C_in/g = 4
+    x = keras.layers.Conv2D(8, 1, name="pointwise")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+
+
+def test_a_conv_with_one_input_channel_per_group_gets_dw_bits():
+    """Prop. 5.1 is about fan-in: groups == C_in gives K x K weights per filter, as depthwise."""
+    qat = tfq_pareto.apply(_channelwise_model(), conv_bits=1, dw_bits=4)
+    plan = tfq_pareto.plan.plan_of(qat)
+    assert plan.get("channelwise").kind == "depthwise"
+    assert plan.get("channelwise").weight_bits == 4
+    assert plan.get("channelwise").fan_in == 9  # 1 x 3 x 3, by hand
+    assert plan.get("grouped").kind == "conv" and plan.get("grouped").weight_bits == 1
+    assert plan.get("grouped").fan_in == 36  # (8 / 2) x 3 x 3
+    assert plan.get("pointwise").weight_bits == 1
+    # The float model's size report counts it the same way.
+    sizes = {r.name: r for r in tfq_pareto.layer_sizes(_channelwise_model(), conv_bits=1,
+                                                       dw_bits=4)}
+    assert sizes["channelwise"].bits == 4 and sizes["grouped"].bits == 1
+    assert sizes["channelwise"].filters * sizes["channelwise"].fan_in == 8 * 9
+    with pytest.raises(ValueError, match="channelwise.*dw_bits"):
+        tfq_pareto.apply(_channelwise_model(), conv_bits=1, dw_bits=None)

@@ -101,7 +101,7 @@ def _kernel_variable(layer):
     for weight in layer.trainable_weights:
         name = weight.name.split("/")[-1]
         if name.startswith("depthwise_kernel") or name.startswith("kernel"):
-            return weight, isinstance(inner, keras.layers.DepthwiseConv2D)
+            return weight, graph.is_depthwise(inner)
     return None, False
 
 

@@ -6,7 +6,7 @@ import os
 import time
 
 from tfq_pareto import data as data_lib
-from tfq_pareto import checks, training
+from tfq_pareto import checks, graph, training
 from tfq_pareto.backend import keras
 from tfq_pareto.models import FAMILIES, family_builder
 from tfq_pareto.quantizers import check_bits
@@ -97,7 +97,7 @@ def build_float_model(config, info):
 
 
 def has_depthwise(model):
-    return any(isinstance(l, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D))
+    return any(isinstance(l, keras.layers.SeparableConv2D) or graph.is_depthwise(l)
                for l in model.layers)
 
 

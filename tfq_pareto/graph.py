@@ -28,6 +28,23 @@ def is_weighted(layer):
     return isinstance(unwrap(layer), WEIGHTED_LAYERS)
 
 
+def is_depthwise(layer):
+    """True for a depthwise conv: each filter sees one input channel (fan-in K_w x K_h).
+
+    That is a ``DepthwiseConv2D``, and also a grouped ``Conv2D`` with as many groups
+    as input channels (``C_in / groups == 1``), the form ConvNeXt's depthwise convs
+    take in ``keras.applications``. Prop. 5.1 is about the fan-in, not the layer
+    class: both want ``dw_bits``.
+    """
+    layer = unwrap(layer)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return True
+    if (type(layer) is keras.layers.Conv2D and (getattr(layer, "groups", 1) or 1) > 1
+            and getattr(layer, "kernel", None) is not None):
+        return int(layer.kernel.shape[-2]) == 1
+    return False
+
+
 def is_graph_model(model):
     """True for a Functional or Sequential model whose layer graph is known."""
     return isinstance(model, keras.Model) and getattr(model, "_is_graph_network", False)

@@ -37,7 +37,7 @@ _ATTRIBUTE = "_tfq_pareto_plan"
 def kind_of(layer):
     """``"conv"``, ``"depthwise"`` or ``"dense"`` for a weighted layer, else None."""
     layer = graph.unwrap(layer)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
+    if graph.is_depthwise(layer):  # DepthwiseConv2D, or a Conv2D with one input per group
         return "depthwise"
     if isinstance(layer, keras.layers.Conv2D):
         return "conv"

@@ -420,10 +420,10 @@ class DualPrecisionScheme(ConfigMixin, tfmot.quantization.keras.QuantizeScheme):
         """Weight bits of a Conv2D/DepthwiseConv2D/Dense layer: the DualPrecision rule."""
         if first_or_last and self.first_last_bits is not None:
             return self.first_last_bits
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+        if graph.is_depthwise(layer):  # also a Conv2D with one input channel per group
             if self.dw_bits is None:
                 raise ValueError(
-                    f"layer {layer.name!r} is a DepthwiseConv2D but dw_bits is None; "
+                    f"layer {layer.name!r} is a depthwise conv but dw_bits is None; "
                     f"give dw_bits, one of {SUPPORTED_BITS}"
                 )
             return self.dw_bits
@@ -601,7 +601,8 @@ def _apply(model, scheme):
     registry = scheme.get_quantize_registry()
     _check_model(model, registry)
     model = _with_input_quantizer_after_preprocessing(model)
-    depthwise = [l.name for l in model.layers if isinstance(l, _DEPTHWISE_LAYERS)]
+    depthwise = [l.name for l in model.layers
+                 if isinstance(l, _DEPTHWISE_LAYERS) or graph.is_depthwise(l)]
     if depthwise and getattr(scheme, "dw_bits", 0) is None:
         raise ValueError(
             f"model {model.name!r} has depthwise convs ({depthwise[0]!r}, ...) but dw_bits "

@@ -51,7 +51,8 @@ def _kernels(layer):
         # kernel (kh, kw, c_out, c_in): filters on axis -2.
         shape = layer.kernel.shape
         return [("", "Conv2DTranspose", False, shape[:-2] + (shape[-1], shape[-2]))]
-    return [("", type(layer).__name__, False, layer.kernel.shape)]
+    # A Conv2D with one input channel per group is depthwise (dw_bits), as in apply.
+    return [("", type(layer).__name__, graph.is_depthwise(layer), layer.kernel.shape)]
 
 
 def _filters_and_fan_in(shape, depthwise):
