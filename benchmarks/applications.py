@@ -9,15 +9,22 @@ verifies them. A family passes when all of that works; otherwise the record keep
 the error, which must name the layer (or op) at fault. MobileNetV3 runs twice:
 minimalistic (ReLU, no squeeze-and-excitation) and in full (hard-swish).
 
-    python benchmarks/applications.py                      # every family, ~20 minutes
-    python benchmarks/applications.py --apps MobileNet VGG --out /tmp/apps.json
+Every family runs twice: built with tf_keras (Keras 2) and with Keras 3's
+``keras.applications``, whose model ``apply`` first rebuilds as tf_keras
+(``tfq_pareto.to_tf_keras``). Keras 3 has no ResNetRS and no RegNet; their
+Keras 3 records say so.
+
+    python benchmarks/applications.py                      # every family, both Kerases
+    python benchmarks/applications.py --apps MobileNet VGG --keras 3 --out /tmp/apps.json
     python benchmarks/applications.py --apps EfficientNet --rerun   # measure it again
 
-Writes ``benchmarks/results/applications.json`` (a record per family, kept as
-each finishes: a rerun skips finished ones) and prints the README table.
+Writes ``benchmarks/results/applications.json`` (a record per family and Keras
+version, kept as each finishes: a rerun skips finished ones) and prints the
+README table.
 """
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -58,22 +65,34 @@ FAMILIES = {
 }
 
 
-def build(family):
+def _keras(version):
+    """The Keras module that builds version ``version``'s models: tf_keras (2) or Keras 3."""
+    if version == 2:
+        return keras
+    return importlib.import_module("keras")
+
+
+def build(family, version=2):
+    """The family's smallest member with a 10-way head, built by Keras ``version``."""
     name, side, options, _ = FAMILIES[family]
-    constructor = getattr(keras.applications, name)
+    k = _keras(version)
+    constructor = getattr(k.applications, name)
     base = constructor(include_top=False, weights=None, input_shape=(side, side, 3),
                        pooling="avg", **options)
-    outputs = keras.layers.Dense(10, name="logits")(base.output)
-    return keras.Model(base.input, outputs, name=name.lower())
+    outputs = k.layers.Dense(10, name="logits")(base.output)
+    return k.Model(base.input, outputs, name=name.lower())
 
 
-def check(family):
-    """Runs one family; returns its record (``status`` is "passes", "apply" or "export")."""
+def check(family, version=2):
+    """Runs one family; returns its record (``status``: "passes", "apply", "export" or "absent")."""
     name, side, options, others = FAMILIES[family]
-    record = {"family": family, "model": name, "input": side, "options": options,
-              "other_members": others}
+    record = {"family": family, "keras": version, "model": name, "input": side,
+              "options": options, "other_members": others}
     start = time.perf_counter()
-    model = build(family)
+    if not hasattr(_keras(version).applications, name):
+        record.update(status="absent", error=f"Keras {version} has no {name}")
+        return record
+    model = build(family, version)
     record["params"] = int(model.count_params())
     try:
         qat = tfq_pareto.apply(model, conv_bits=1, dw_bits=4)
@@ -127,9 +146,10 @@ COMMON_OPS = ("CONV_2D", "FULLY_CONNECTED", "TFLM_DECODE")
 
 
 def markdown(records):
-    lines = ["| family (tested member, input) | result | packed / int8 file | TFLM arena "
-             "packed / int8 | note |", "|---|---|---|---|---|"]
+    lines = ["| family (tested member, input) | Keras | result | packed / int8 file | TFLM arena "
+             "packed / int8 | note |", "|---|---|---|---|---|---|"]
     for r in records:
+        version = r.get("keras", 2)  # records from before Keras 3 rows are tf_keras ones
         member = f"{r['model']} {r['input']}x{r['input']}"
         if r["options"]:
             member += " " + ", ".join(f"{k}={v}" for k, v in r["options"].items())
@@ -140,18 +160,28 @@ def markdown(records):
                     r["preprocessing_in_float"])
             arenas = (f"{r['arena_bytes_packed']:,} / {r['arena_bytes_int8']:,} B"
                       if "arena_bytes_packed" in r else "not recorded")  # records before arenas
-            lines.append(f"| {r['family']} ({member}) | passes | {r['packed_file_bytes']:,} / "
+            lines.append(f"| {r['family']} ({member}) | {version} | passes | "
+                         f"{r['packed_file_bytes']:,} / "
                          f"{r['int8_file_bytes']:,} B | {arenas} | {note} |")
+        elif r["status"] == "absent":
+            lines.append(f"| {r['family']} ({member}) | {version} | not in Keras {version} | - "
+                         f"| - | - |")
         else:
             error = _short(r["error"]).replace("|", "/")
-            lines.append(f"| {r['family']} ({member}) | refused by `{r['status']}` | - | - | "
-                         f"{error} |")
+            lines.append(f"| {r['family']} ({member}) | {version} | refused by `{r['status']}` "
+                         f"| - | - | {error} |")
     return "\n".join(lines)
+
+
+def _key(record):
+    return record["family"], record.get("keras", 2)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", nargs="+", choices=sorted(FAMILIES), default=list(FAMILIES))
+    parser.add_argument("--keras", nargs="+", type=int, choices=(2, 3), default=[2, 3],
+                        help="Keras versions to build the models with (default: both)")
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--rerun", action="store_true",
                         help="run the families of --apps again even when --out has them")
@@ -160,18 +190,21 @@ def main():
     if os.path.exists(args.out):
         with open(args.out, encoding="utf-8") as f:
             results = json.load(f)
+    wanted = {(family, version) for family in args.apps for version in args.keras}
     if args.rerun:
-        results["records"] = [r for r in results["records"] if r["family"] not in args.apps]
-    done = {r["family"] for r in results["records"]}
-    for family in args.apps:
-        if family in done:
-            continue
-        record = check(family)
-        results["records"].append(record)
-        write_json(args.out, results)
-        print(f"{family}: {record['status']} {record.get('error', '')[:200]}", flush=True)
+        results["records"] = [r for r in results["records"] if _key(r) not in wanted]
+    done = {_key(r) for r in results["records"]}
+    for version in args.keras:
+        for family in args.apps:
+            if (family, version) in done:
+                continue
+            record = check(family, version)
+            results["records"].append(record)
+            write_json(args.out, results)
+            print(f"{family} (Keras {version}): {record['status']} "
+                  f"{record.get('error', '')[:200]}", flush=True)
     order = {f: i for i, f in enumerate(FAMILIES)}
-    results["records"].sort(key=lambda r: order[r["family"]])
+    results["records"].sort(key=lambda r: (order[r["family"]], r.get("keras", 2)))
     write_json(args.out, results)
     print(markdown(results["records"]))
 

@@ -1,9 +1,9 @@
-"""tf_keras.applications through apply -> fit -> export -> TFLM (benchmarks/applications.py).
+"""Keras applications through apply -> fit -> export -> TFLM (benchmarks/applications.py).
 
-CI runs two families: one that passes and ConvNeXt, which apply now takes (nested
-models inlined, LayerNormalization, LayerScale) and export refuses, naming GELU, the op
-TFLM has no kernel for. Both must agree with the table in the README, which comes from
-the full run.
+CI runs two families, each built with tf_keras and with Keras 3: one that passes and
+ConvNeXt, which apply takes (nested models inlined, LayerNormalization, LayerScale)
+and export refuses, naming GELU, the op TFLM has no kernel for. All must agree with
+the table in the README, which comes from the full run.
 """
 
 import json
@@ -17,27 +17,31 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _readme_status(family):
+def _readme_status(family, version):
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         rows = [l.strip() for l in f.read().splitlines()
-                if re.match(rf"\| {re.escape(family)} \(", l.strip())]
-    assert len(rows) == 1, f"README has no applications row for {family}"
-    return rows[0].split("|")[2].strip()
+                if re.match(rf"\| {re.escape(family)} \(.*?\| {version} \|", l.strip())]
+    assert len(rows) == 1, f"README has no applications row for {family} (Keras {version})"
+    return rows[0].split("|")[3].strip()
 
 
 @pytest.mark.slow
 def test_applications_match_the_readme_table(tmp_path):
     out = tmp_path / "apps.json"
     subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "applications.py"),
-                    "--apps", "MobileNet", "ConvNeXt", "--out", str(out)],
-                   check=True, capture_output=True, timeout=900)
-    records = {r["family"]: r for r in json.load(open(out, encoding="utf-8"))["records"]}
-    passed = records["MobileNet"]
-    assert passed["status"] == "passes" and "TFLM_DECODE" in passed["ops"]
-    assert passed["packed_file_bytes"] < passed["int8_file_bytes"]
-    assert passed["arena_bytes_packed"] > 0 and passed["arena_bytes_int8"] > 0
-    refused = records["ConvNeXt"]
-    assert refused["status"] == "export" and "no kernel for op(s) ['GELU']" in refused["error"]
-    assert "convnext_tiny_stage_0_block_0_gelu" in refused["error"]
-    assert _readme_status("MobileNet") == "passes"
-    assert _readme_status("ConvNeXt") == "refused by `export`"
+                    "--apps", "MobileNet", "ConvNeXt", "--keras", "2", "3", "--out", str(out)],
+                   check=True, capture_output=True, timeout=1200)
+    records = {(r["family"], r["keras"]): r
+               for r in json.load(open(out, encoding="utf-8"))["records"]}
+    assert len(records) == 4
+    for version in (2, 3):
+        passed = records[("MobileNet", version)]
+        assert passed["status"] == "passes" and "TFLM_DECODE" in passed["ops"]
+        assert passed["packed_file_bytes"] < passed["int8_file_bytes"]
+        assert passed["arena_bytes_packed"] > 0 and passed["arena_bytes_int8"] > 0
+        refused = records[("ConvNeXt", version)]
+        assert refused["status"] == "export"
+        assert "no kernel for op(s) ['GELU']" in refused["error"]
+        assert "convnext_tiny_stage_0_block_0_gelu" in refused["error"]
+        assert _readme_status("MobileNet", version) == "passes"
+        assert _readme_status("ConvNeXt", version) == "refused by `export`"

@@ -105,26 +105,36 @@ def _readme_text():
 
 
 def test_the_readme_applications_table_is_the_result_file():
-    """Every family's row (result, packed / int8 bytes, arenas) and the pass count."""
+    """Every family's row per Keras version (result, packed / int8 bytes, arenas), the counts."""
     records, readme = _load("applications.json")["records"], _readme_text()
-    rows = {line.split("|")[1].strip().split(" (")[0]: [c.strip() for c in line.split("|")[1:-1]]
+    rows = {(line.split("|")[1].strip().split(" (")[0], line.split("|")[2].strip()):
+            [c.strip() for c in line.split("|")[1:-1]]
             for line in readme.splitlines() if line.strip().startswith("| ")
-            and " (" in line.split("|")[1] and line.count("|") == 6}
+            and " (" in line.split("|")[1] and line.count("|") == 7}
     for record in records:
-        row = rows.get(record["family"])
-        assert row is not None, f"README has no row for {record['family']}"
+        version = record.get("keras", 2)
+        row = rows.get((record["family"], str(version)))
+        assert row is not None, f"README has no row for {record['family']} (Keras {version})"
         assert row[0].startswith(f"{record['family']} ({record['model']} {record['input']}x"), row
         if record["status"] == "passes":
-            assert row[1] == "passes"
-            assert row[2] == (f"{record['packed_file_bytes']:,} / "
+            assert row[2] == "passes"
+            assert row[3] == (f"{record['packed_file_bytes']:,} / "
                               f"{record['int8_file_bytes']:,} B"), record["family"]
             arenas = (f"{record['arena_bytes_packed']:,} / {record['arena_bytes_int8']:,} B"
                       if "arena_bytes_packed" in record else "not recorded")
-            assert row[3] == arenas, record["family"]
+            assert row[4] == arenas, record["family"]
+        elif record["status"] == "absent":
+            assert row[2] == f"not in Keras {version}", row
         else:
-            assert row[1] == f"refused by `{record['status']}`" and row[2] == row[3] == "-", row
-    passed = sum(r["status"] == "passes" for r in records)
-    assert f"{passed} of {len(records)} families pass" in readme
+            assert row[2] == f"refused by `{record['status']}`" and row[3] == row[4] == "-", row
+    flat = " ".join(readme.split())
+    for version, words in ((2, "tf_keras"), (3, "Keras 3")):
+        present = [r for r in records if r.get("keras", 2) == version and r["status"] != "absent"]
+        passed = sum(r["status"] == "passes" for r in present)
+        assert f"{passed} of {len(present)} {words} families pass" in flat.lower().replace(
+            "keras 3", "Keras 3")
+    resnet_rs = next(r for r in records if r["family"] == "ResNetRS" and r.get("keras", 2) == 2)
+    assert f"ResNetRS50: {resnet_rs['seconds'] / 60:.0f} minutes on 2 cores" in flat
 
 
 def test_the_readme_qat_overhead_figures_are_the_result_file():
