@@ -11,6 +11,11 @@ import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TF 2.21's oneDNN CPU kernels crash the process (SIGSEGV / abort inside a training
+# step) on an AMD EPYC with AVX-512 BF16/VNNI: `tfq-pareto demo --tiny` died so on
+# every run, and ran with TF_ENABLE_ONEDNN_OPTS=0. TensorFlow's plain Eigen kernels
+# are used unless the user sets the variable before importing this package.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 #: Import-time lines of TensorFlow's C++ logging that carry no information for
 #: users (oneDNN notice, missing CUDA on CPU machines). TF 2.21 writes them
