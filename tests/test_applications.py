@@ -45,3 +45,53 @@ def test_applications_match_the_readme_table(tmp_path):
         assert "convnext_tiny_stage_0_block_0_gelu" in refused["error"]
         assert _readme_status("MobileNet", version) == "passes"
         assert _readme_status("ConvNeXt", version) == "refused by `export`"
+
+
+class _Stopped(Exception):
+    """Stands for the run being killed mid-way."""
+
+
+def _benchmark_module():
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    spec = importlib.util.spec_from_file_location(
+        "applications_benchmark", os.path.join(ROOT, "benchmarks", "applications.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_rerun_replaces_old_records_one_by_one_and_resumes_after_an_interruption(
+        tmp_path, monkeypatch):
+    apps = _benchmark_module()
+    out = tmp_path / "apps.json"
+    old = [{"family": f, "keras": 2, "status": "passes", "note": "old"}
+           for f in ("MobileNet", "VGG", "DenseNet")]
+    old[1]["export_revision"] = apps.EXPORT_REVISION  # already measured by this export
+    out.write_text(json.dumps({"records": old}))
+    calls, stop = [], [True]
+
+    def check(family, version):
+        calls.append(family)
+        if family == "DenseNet" and stop.pop():
+            raise _Stopped  # the run is stopped after MobileNet's new record
+        return {"family": family, "keras": version, "status": "export", "error": "new",
+                "model": family, "input": 32, "options": {},
+                "export_revision": apps.EXPORT_REVISION}
+
+    monkeypatch.setattr(apps, "check", check)
+    monkeypatch.setattr(apps, "markdown", lambda records: "")
+    argv = ["applications.py", "--apps", "MobileNet", "VGG", "DenseNet", "--keras", "2",
+            "--rerun", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(_Stopped):
+        apps.main()
+    saved = {r["family"]: r for r in json.load(open(out, encoding="utf-8"))["records"]}
+    assert calls == ["MobileNet", "DenseNet"]  # VGG has the current revision
+    assert saved["MobileNet"].get("error") == "new"
+    assert saved["VGG"]["note"] == "old" and saved["DenseNet"]["note"] == "old"  # kept
+    calls.clear()
+    stop.append(False)
+    apps.main()  # resumed: only DenseNet is left
+    saved = {r["family"]: r for r in json.load(open(out, encoding="utf-8"))["records"]}
+    assert calls == ["DenseNet"]
+    assert len(saved) == 3 and saved["DenseNet"].get("error") == "new"

@@ -199,3 +199,61 @@ def test_auto_splits_only_when_the_arena_would_exceed_the_allowance(tmp_path, mo
     groups = tight.manifest["packing"]["split_layers"]["c1"]
     assert totals["packed_file_bytes"] - before["packed_file_bytes"] <= 300 * groups
     assert totals["packed_weight_bytes"] == before["packed_weight_bytes"]
+
+
+def _simulated_search(monkeypatch, arena_at, largest=1 << 20, int8_arena=100_000):
+    """pack_within's "auto" search with the arena at each cap given by ``arena_at``.
+
+    Splitting, packing and measuring are replaced by a record of the caps asked
+    for, so the test sees only the search. Returns (packed, caps tried).
+    """
+    asked = []
+
+    def split_filters(int8, layers, cap):
+        asked.append(cap)
+        return split.SplitModel(data=b"", splits=(), filter_tensors={})
+
+    monkeypatch.setattr(export.split, "split_filters", split_filters)
+    monkeypatch.setattr(export.pack, "pack", lambda data, layers, tensors: b"")
+    monkeypatch.setattr(export.runtime, "micro_arena_size", lambda data, inputs: arena_at(asked[-1]))
+    layers = [{"name": "c", "bits": 1, "int8_bytes": largest}]
+    packed = export.pack_within(None, layers, None, int8_arena=int8_arena, arena_allowance=64 * 1024)
+    return packed, asked
+
+
+def _u_curve(best_cap):
+    """An arena that falls and then rises as the cap shrinks, lowest at ``best_cap``:
+    decode buffers grow with the cap, per-group bookkeeping with 1 / cap."""
+    def arena_at(cap):
+        if cap is None:
+            return 5_000_000
+        return 400_000 + 2 * cap + 2 * best_cap ** 2 // cap
+    return arena_at
+
+
+@pytest.mark.parametrize("best_cap", [2048, 32 * 1024, 256 * 1024])
+def test_auto_search_finds_the_smallest_arena_among_power_of_two_caps(monkeypatch, best_cap):
+    arena_at = _u_curve(best_cap)
+    packed, asked = _simulated_search(monkeypatch, arena_at)
+    powers = [1 << k for k in range(10, 20)]  # MIN_DECODE_BYTES .. below the largest filter
+    expected = min(powers, key=arena_at)
+    assert expected == best_cap
+    assert packed.max_decode_bytes == best_cap and packed.arena == arena_at(best_cap)
+    assert [cap for cap, _ in packed.tried] == asked
+    # A descent, not a sweep: no split, the start, one wrong way at most, the
+    # steps that shrank the arena and one past the best.
+    steps = abs(int(np.log2(best_cap)) - 15)
+    assert len(asked) <= steps + 4 < len(powers)
+
+
+def test_auto_search_stops_at_the_first_cap_within_the_allowance(monkeypatch):
+    arena_at = _u_curve(1024)  # keeps falling as the cap halves
+    packed, asked = _simulated_search(monkeypatch, arena_at, int8_arena=arena_at(8192) - 64 * 1024)
+    assert asked == [None, 32768, 16384, 8192]
+    assert packed.max_decode_bytes == 8192
+
+
+def test_auto_search_does_not_split_when_no_cap_beats_the_whole_filters(monkeypatch):
+    packed, asked = _simulated_search(monkeypatch, lambda cap: 200_000 if cap is None else 900_000)
+    assert packed.max_decode_bytes is None and packed.arena == 200_000
+    assert asked == [None, 32768, 16384, 65536]  # neither direction shrinks the arena

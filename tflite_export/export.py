@@ -286,10 +286,17 @@ def pack_within(int8, layers, inputs, *, max_decode_bytes="auto", int8_arena=Non
       inputs: int8 inputs for measuring TFLM arenas.
       max_decode_bytes: the most bytes one DECODE may write into the arena (an
         int), None for no cap, or ``"auto"``: no split when the packed arena is
-        within ``arena_allowance`` of ``int8_arena``; otherwise caps of
-        ``arena_allowance / 2``, halved until the measured arena is within the
-        allowance (or the cap reaches :data:`MIN_DECODE_BYTES`; the smallest
-        arena found is kept).
+        within ``arena_allowance`` of ``int8_arena``; otherwise a descent over
+        power-of-two caps from ``arena_allowance / 2``: halved while the measured
+        arena shrinks, or, when the first halving does not shrink it, doubled
+        while it shrinks. It stops at the first cap within the allowance, at the
+        first step that does not shrink the arena, or at :data:`MIN_DECODE_BYTES`
+        (below) / the largest decoded filter (above); the smallest arena found is
+        kept. The descent assumes the arena falls and then rises as the cap
+        shrinks: a smaller cap shrinks the DECODE buffers, but every group adds a
+        DECODE, an op and their tensors, whose bookkeeping TFLM also keeps in the
+        arena (on a 1-bit ResNet50 at 32x32 input, a 1 KiB cap makes the arena
+        about 14 times larger than a 32 KiB cap does).
       int8_arena: the int8 file's measured arena (``"auto"`` only).
       arena_allowance: bytes the packed arena may exceed the int8 one (``"auto"``;
         default :data:`ARENA_ALLOWANCE_BYTES`).
@@ -308,18 +315,41 @@ def pack_within(int8, layers, inputs, *, max_decode_bytes="auto", int8_arena=Non
 
     if max_decode_bytes != "auto":
         result = attempt(max_decode_bytes)
-        tried = ((max_decode_bytes, result.arena),)
-    else:
-        limit = int8_arena + arena_allowance
-        result = attempt(None)
-        tried = ((None, result.arena),)
-        cap = arena_allowance // 2
-        while result.arena > limit and cap >= MIN_DECODE_BYTES:
-            candidate = attempt(cap)
-            tried += ((cap, candidate.arena),)
-            if candidate.arena < result.arena:
-                result = candidate
-            cap //= 2
+        return _record_groups(layers, dataclasses.replace(
+            result, tried=((max_decode_bytes, result.arena),)))
+    limit = int8_arena + arena_allowance
+    result = attempt(None)
+    tried = [(None, result.arena)]
+    largest = max((layer["int8_bytes"] for layer in layers if layer["bits"] < 8), default=0)
+
+    def measured(cap):
+        nonlocal result
+        candidate = attempt(cap)
+        tried.append((cap, candidate.arena))
+        if candidate.arena < result.arena:
+            result = candidate
+        return candidate.arena
+
+    def walk(cap, step, previous):
+        """Tries ``cap``, ``cap * step``, ... while each shrinks the arena; how many did."""
+        shrank = 0
+        while MIN_DECODE_BYTES <= cap < largest and result.arena > limit:
+            arena = measured(cap)
+            if arena >= previous:
+                break
+            shrank, previous, cap = shrank + 1, arena, int(cap * step)
+        return shrank
+
+    start = max(arena_allowance // 2, MIN_DECODE_BYTES)
+    if result.arena > limit and start < largest:
+        at_start = measured(start)
+        if walk(start // 2, 0.5, at_start) == 0:  # halving does not help: larger caps
+            walk(start * 2, 2, at_start)
+    return _record_groups(layers, dataclasses.replace(result, tried=tuple(tried)))
+
+
+def _record_groups(layers, result):
+    """Writes each split layer's ``groups`` and every layer's ``decode_bytes``; returns ``result``."""
     groups = {s.name: s for s in result.split.splits}
     for layer in layers:
         if layer["name"] in groups:
@@ -328,7 +358,7 @@ def pack_within(int8, layers, inputs, *, max_decode_bytes="auto", int8_arena=Non
         else:
             layer.pop("groups", None)
             layer["decode_bytes"] = layer["int8_bytes"] if layer["bits"] < 8 else 0
-    return dataclasses.replace(result, tried=tried)
+    return result
 
 
 def measure(layers, int8, packed, *, raw_packed_bytes, int8_arena, packed_arena):
