@@ -124,3 +124,24 @@ def plain_cnn():
 @pytest.fixture
 def images16():
     return np.random.default_rng(0).uniform(0, 1, size=(8, 16, 16, 3)).astype("float32")
+
+
+def assert_qat_near_float(qat, model, x, rel=0.1):
+    """8-bit QAT ``qat`` of ``model`` is within ``rel`` of the float output's maximum on ``x``.
+
+    One step at learning rate 0 first sets every activation range from ``x``. Then
+    every rewritten layer (``ScalarAffine``, ``LayerScale``) must carry an output
+    fake-quant: the int8 rounding of the ADD/MUL it becomes in the file.
+    """
+    from tfq_pareto import rewrite  # pylint: disable=import-outside-toplevel
+
+    qat.compile(keras.optimizers.SGD(0.0), "mse")
+    qat.fit(x, np.zeros((len(x),) + tuple(qat.output_shape[1:])), batch_size=len(x), epochs=1,
+            verbose=0)
+    float_out = np.asarray(model(x))
+    quantized = np.asarray(qat(x, training=False))
+    assert np.abs(quantized - float_out).max() <= rel * np.abs(float_out).max()
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", None)
+        if isinstance(inner, rewrite.ScalarAffine) or type(inner).__name__ == "LayerScale":
+            assert layer.quantize_config.get_output_quantizers(inner)

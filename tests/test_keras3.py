@@ -12,6 +12,8 @@ import tflite_export
 import tfq_pareto
 from tfq_pareto import keras, keras3, rewrite
 
+from conftest import assert_qat_near_float
+
 k3 = pytest.importorskip("keras")
 if not k3.__version__.startswith("3"):  # pragma: no cover - depends on the environment
     pytest.skip("Keras 3 is not installed", allow_module_level=True)
@@ -190,15 +192,7 @@ def test_apply_quantizes_keras3_models_near_the_float_model(kind):
     model = MODELS[kind]()
     qat = tfq_pareto.apply(model, conv_bits=8, dw_bits=8, act_bits=8)
     x = _images(32, spread=1.0)
-    qat.compile(keras.optimizers.SGD(0.0), "mse")  # one lr-0 step sets the activation ranges
-    qat.fit(x, np.zeros((len(x), 4)), batch_size=len(x), epochs=1, verbose=0)
-    float_out = np.asarray(model(x))
-    quantized = np.asarray(qat(x, training=False))
-    assert np.abs(quantized - float_out).max() <= 0.1 * np.abs(float_out).max()
-    for layer in qat.layers:
-        inner = getattr(layer, "layer", None)
-        if isinstance(inner, rewrite.ScalarAffine) or type(inner).__name__ == "LayerScale":
-            assert layer.quantize_config.get_output_quantizers(inner)
+    assert_qat_near_float(qat, model, x)
 
 
 @pytest.mark.slow

@@ -10,6 +10,8 @@ import tflite_export
 import tfq_pareto
 from tfq_pareto import keras, rewrite
 
+from conftest import assert_qat_near_float
+
 SHAPE = (8, 8, 3)
 
 
@@ -167,17 +169,7 @@ def test_apply_quantizes_them_near_the_float_model_and_leaves_the_model_unchange
     qat = tfq_pareto.apply(model, conv_bits=8, dw_bits=8, act_bits=8)
     assert _classes(model) == before  # apply works on its own copy
     x = _images(32)
-    # One step at learning rate 0 sets every activation range from the data.
-    qat.compile(keras.optimizers.SGD(0.0), "mse")
-    qat.fit(x, np.zeros((len(x), 4)), batch_size=len(x), epochs=1, verbose=0)
-    float_out = np.asarray(model(x))
-    quantized = np.asarray(qat(x, training=False))
-    assert np.abs(quantized - float_out).max() <= 0.1 * np.abs(float_out).max()
-    # Every new layer carries an output fake-quant (the int8 rounding of its ADD/MUL).
-    for layer in qat.layers:
-        inner = getattr(layer, "layer", None)
-        if isinstance(inner, rewrite.ScalarAffine) or type(inner).__name__ == "LayerScale":
-            assert layer.quantize_config.get_output_quantizers(inner)
+    assert_qat_near_float(qat, model, x)
 
 
 def test_a_rewritten_qat_model_saves_and_loads(tmp_path):
