@@ -33,6 +33,7 @@ difference beyond float rounding is an error, so a layer whose meaning differs
 between the two Keras versions cannot pass silently.
 """
 
+import functools
 import inspect
 import json
 
@@ -73,8 +74,12 @@ def is_keras3_model(model):
     return type(model).__module__.startswith("keras.") and not isinstance(model, keras.Model)
 
 
+@functools.lru_cache(maxsize=None)
 def _application_layers():
-    """Keras 3 application layer classes -> their tf_keras twins (same call, same config)."""
+    """Keras 3 application layer classes -> their tf_keras twins (same call, same config).
+
+    Built once: every serialized object of a model is looked up here.
+    """
     twins = {}
     try:  # private tf_keras modules: a release without them simply adds nothing
         from tf_keras.src.applications import convnext  # pylint: disable=import-outside-toplevel
