@@ -6,8 +6,9 @@ QAT model is exported twice with :func:`tflite_export.export`:
 
 - ``before``: ``max_decode_bytes=None`` (no split: the exporter before this change);
 - ``after``: ``max_decode_bytes="auto"`` (the default: filters split by output
-  channels until the packed arena is within ``ARENA_ALLOWANCE_BYTES`` = 64 KiB
-  of the int8 file's arena).
+  channels, the decode cap found by a descent on measured arenas that stops once
+  the packed arena is within ``ARENA_ALLOWANCE_BYTES`` = 64 KiB of the int8
+  file's arena).
 
 Both packed files are verified bit-exact against the int8 file on the TFLM
 interpreter by the export itself. Goal (issue 15): the demo's 1-bit model at
