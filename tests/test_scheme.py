@@ -1,5 +1,8 @@
 """DualPrecisionScheme and apply(): bit assignment, activations, training, bad input."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -348,3 +351,42 @@ def test_a_conv_with_one_input_channel_per_group_gets_dw_bits():
     assert sizes["channelwise"].filters * sizes["channelwise"].fan_in == 8 * 9
     with pytest.raises(ValueError, match="channelwise.*dw_bits"):
         tfq_pareto.apply(_channelwise_model(), conv_bits=1, dw_bits=None)
+
+
+def test_new_layer_names_skip_the_names_a_model_already_uses():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="dense_9999")(inputs)
+    x = keras.layers.Conv2D(4, 3, name="sep_block")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(keras.layers.Flatten()(x)))
+    graph.reserve_layer_names(model)
+    fresh = keras.layers.Dense(1).name
+    assert fresh not in {l.name for l in model.layers}
+    assert fresh == "dense_10000"  # the counter moved past the highest number in use
+
+
+_FRESH_SESSION_APPLY = """
+import tfq_pareto
+from tfq_pareto import keras
+inputs = keras.Input((8, 8, 3))
+x = keras.layers.Conv2D(8, 3, name="conv2d")(inputs)
+x = keras.layers.SeparableConv2D(8, 3, padding="same", name="separable_conv2d")(x)
+x = keras.layers.Conv2D(8, 1, name="conv2d_1")(x)
+x = keras.layers.DepthwiseConv2D(3, name="depthwise_conv2d")(x)
+x = keras.layers.GlobalAveragePooling2D()(x)
+model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(x))
+keras.backend.clear_session()  # as in a new process that loaded the model from a file
+qat = tfq_pareto.apply(model, conv_bits=1, dw_bits=4)
+names = [l.name for l in qat.layers]
+assert len(names) == len(set(names)), names
+print("applied", len(names))
+"""
+
+
+def test_apply_works_on_a_model_whose_names_tf_keras_would_hand_out_again():
+    """tfmot splits the SeparableConv2D into new, automatically named layers; in a
+    fresh session those names ("conv2d", "depthwise_conv2d") were the model's own,
+    and the duplicate made tf_keras's from_config loop forever (Keras 3 Xception)."""
+    done = subprocess.run([sys.executable, "-c", _FRESH_SESSION_APPLY], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "applied" in done.stdout

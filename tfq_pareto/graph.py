@@ -1,5 +1,7 @@
 """The layer graph of a built Functional or Sequential tf_keras model."""
 
+import re
+
 from tfq_pareto.backend import keras, tf
 
 #: Layers that carry conv/dense filters (Eq. 6 counts their kernels).
@@ -95,3 +97,28 @@ def first_and_last_layers(model):
     first = {n for n in weighted if not before[n]}
     last = {n for n in weighted if not after[n]}
     return first, last
+
+
+def reserve_layer_names(model):
+    """Makes tf_keras's automatic layer names skip every name ``model`` already uses.
+
+    tf_keras names a new layer ``conv2d``, ``conv2d_1``, ... from a per-session
+    counter. A model whose layers got such names elsewhere (built by Keras 3,
+    loaded from a file in a new process, built before ``clear_session``) can
+    then meet a new layer of the same name, and tfmot's transforms create
+    unnamed layers (a ``SeparableConv2D`` becomes a new ``DepthwiseConv2D`` and
+    ``Conv2D``). Two layers of one name make tf_keras's ``from_config`` loop
+    forever. This advances the counter of every ``<base>`` / ``<base>_<n>``
+    name in ``model`` (nested models included) past ``n``.
+    """
+    from tf_keras.src import backend as tf_keras_backend  # pylint: disable=import-outside-toplevel
+
+    counters = tf_keras_backend.get_default_graph_uid_map()
+    pending = [model]
+    while pending:
+        for layer in pending.pop().layers:
+            if isinstance(layer, keras.Model):
+                pending.append(layer)
+            found = re.fullmatch(r"(.+?)(?:_(\d+))?", unwrap(layer).name)
+            base, number = found.group(1), int(found.group(2) or 0)
+            counters[("", base)] = max(counters[("", base)], number + 1)

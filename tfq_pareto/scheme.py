@@ -590,6 +590,7 @@ def apply(model, conv_bits=1, dw_bits=4, first_last_bits=8, act_bits=8, *, schem
     if keras3.is_keras3_model(model):
         model = keras3.to_tf_keras(model)
     model = rewrite.for_quantization(model)
+    graph.reserve_layer_names(model)  # tfmot's new layers must not take a name in use
     # tfmot rebuilds the model from its config several times: the model's own
     # custom layer classes (ConvNeXt's LayerScale, a user's) must resolve there.
     with keras.utils.custom_object_scope(rewrite.custom_layer_classes(model)):
