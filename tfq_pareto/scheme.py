@@ -590,7 +590,6 @@ def apply(model, conv_bits=1, dw_bits=4, first_last_bits=8, act_bits=8, *, schem
     if keras3.is_keras3_model(model):
         model = keras3.to_tf_keras(model)
     model = rewrite.for_quantization(model)
-    graph.reserve_layer_names(model)  # tfmot's new layers must not take a name in use
     # tfmot rebuilds the model from its config several times: the model's own
     # custom layer classes (ConvNeXt's LayerScale, a user's) must resolve there.
     with keras.utils.custom_object_scope(rewrite.custom_layer_classes(model)):
@@ -601,6 +600,7 @@ def _apply(model, scheme):
     """:func:`apply` on a tf_keras model that :func:`rewrite.for_quantization` has rewritten."""
     registry = scheme.get_quantize_registry()
     _check_model(model, registry)
+    graph.reserve_layer_names(model)  # tfmot's new layers must not take a name in use
     model = _with_input_quantizer_after_preprocessing(model)
     depthwise = [l.name for l in model.layers
                  if isinstance(l, _DEPTHWISE_LAYERS) or graph.is_depthwise(l)]
