@@ -105,6 +105,24 @@ def test_no_cap_or_a_cap_above_every_filter_changes_nothing(converted):
                                          if l["bits"] < 8}
 
 
+def _metadata(data):
+    model = flatbuffer.read(data)
+    return {m.name: bytes(model.buffers[m.buffer].data) for m in model.metadata or []}
+
+
+def test_a_split_model_keeps_its_metadata(converted):
+    """Dropping the unsplit filters' buffers renumbers the buffers after them; the
+    metadata entries (min_runtime_version, the converter's) must follow, or they
+    point at a weight buffer, or past the end (TFLM's compressor then fails)."""
+    int8, layers, _ = converted
+    before = _metadata(int8.data)
+    assert b"min_runtime_version" in before
+    result = split.split_filters(int8, layers, 300)
+    assert result.splits
+    assert len(flatbuffer.read(result.data).buffers) != len(flatbuffer.read(int8.data).buffers)
+    assert _metadata(result.data) == before
+
+
 def test_packed_groups_decode_within_the_cap_and_pass_verification(converted):
     int8, layers, inputs = converted
     layers = [dict(l) for l in layers]

@@ -56,6 +56,8 @@ def _drop_buffers(model, dropped):
     for graph in model.subgraphs:
         for tensor in graph.tensors:
             tensor.buffer = remap[tensor.buffer]
+    for entry in model.metadata or []:  # e.g. min_runtime_version: kept, and now elsewhere
+        entry.buffer = remap[entry.buffer]
 
 
 def collapse_zero_points(model_bytes):
@@ -146,6 +148,10 @@ def drop_unused_tensors(model):
             op.outputs = [remap[int(t)] for t in op.outputs]
         graph.inputs = [remap[int(t)] for t in graph.inputs]
         graph.outputs = [remap[int(t)] for t in graph.outputs]
+        for signature in model.signatureDefs or []:
+            if signature.subgraphIndex == model.subgraphs.index(graph):
+                for item in (signature.inputs or []) + (signature.outputs or []):
+                    item.tensorIndex = remap[int(item.tensorIndex)]
     _drop_buffers(model, set(range(1, len(model.buffers))))
     used_codes = sorted({op.opcodeIndex for g in model.subgraphs for op in g.operators})
     code_map = {old: new for new, old in enumerate(used_codes)}
