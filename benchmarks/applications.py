@@ -136,6 +136,7 @@ def check(family, version=2):
         decode_caps_tried=[c["max_decode_bytes"] for c in result.manifest["packing"]["caps_tried"]],
         decode_cap=result.manifest["packing"]["decode_cap_used"],
         split_layers=len(result.manifest["packing"]["split_layers"]),
+        litert_vs_tflm=result.manifest["verification"].get("litert_vs_tflm"),
         seconds=time.perf_counter() - start)
     return record
 
