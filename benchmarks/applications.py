@@ -175,6 +175,13 @@ def markdown(records):
             if r.get("preprocessing_in_float"):
                 note += "; float preprocessing folded into the input: " + ", ".join(
                     r["preprocessing_in_float"])
+            if r.get("litert_vs_tflm"):
+                first = r["litert_vs_tflm"]["first_op"]
+                note += (f"; LiteRT and TFLM part by one step at {first['op']} "
+                         f"'{first['output']}' (rounding), {r['litert_vs_tflm']['max_steps']} "
+                         "at the output")
+            if r.get("export_revision", 1) < EXPORT_REVISION:
+                note += "; measured with the export before the decode-cap descent"
             arenas = (f"{r['arena_bytes_packed']:,} / {r['arena_bytes_int8']:,} B"
                       if "arena_bytes_packed" in r else "not recorded")  # records before arenas
             lines.append(f"| {r['family']} ({member}) | {version} | passes | "
