@@ -134,19 +134,23 @@ def _steps_apart(data, tensors, inputs, arena):
 
 
 def first_disagreeing_op(int8, inputs, arena):
-    """The first op (in execution order) whose output LiteRT and TFLM compute differently.
+    """The first op whose output LiteRT and TFLM compute differently from equal inputs.
 
-    Bisects the op list, making one op's output the model's output at a time, to
-    an op that disagrees right after one that agrees; then runs its non-constant
-    inputs the same way. Returns ``{"index", "op", "output", "steps",
-    "inputs_agree"}`` (``steps``: the op's output difference), or None when every
-    op's output agrees.
+    Bisects the op list (execution order), making one op's output the model's
+    output at a time, to an op that disagrees right after one that agrees. In a
+    graph with branches that op's inputs may still disagree (the divergence began
+    on another branch), so the search then walks up the graph, from an op to the
+    producer of an input that disagrees, until it reaches an op whose inputs all
+    agree: that op's kernels differ. Returns ``{"index", "op", "output", "steps",
+    "inputs_agree"}`` (``steps``: that op's output difference; ``inputs_agree``
+    False only if the walk reached a graph input), or None when the outputs agree.
     """
     data = bytes(int8.data if hasattr(int8, "data") else int8)
     model = flatbuffer.read(data)
     graph = model.subgraphs[0]
     operators = graph.operators
     output_of = [int(op.outputs[0]) for op in operators]
+    producer = {int(t): k for k, op in enumerate(operators) for t in op.outputs}
     low, high = 0, len(operators) - 1
     if not _steps_apart(data, [output_of[high]], inputs, arena):
         return None
@@ -156,14 +160,22 @@ def first_disagreeing_op(int8, inputs, arena):
             high = middle
         else:
             low = middle + 1
-    op = operators[high]
-    variable = [int(t) for t in op.inputs
-                if t >= 0 and not _is_constant(model, graph.tensors[int(t)])]
-    name = graph.tensors[output_of[high]].name
-    return {"index": high, "op": flatbuffer.op_name(model, op),
+    index, inputs_agree = high, False
+    while True:
+        variable = [int(t) for t in operators[index].inputs
+                    if t >= 0 and not _is_constant(model, graph.tensors[int(t)])]
+        apart = [t for t in variable if _steps_apart(data, [t], inputs, arena)]
+        if not apart:
+            inputs_agree = True
+            break
+        if apart[0] not in producer:  # a graph input: cannot happen with equal inputs
+            break
+        index = producer[apart[0]]
+    name = graph.tensors[output_of[index]].name
+    return {"index": index, "op": flatbuffer.op_name(model, operators[index]),
             "output": name.decode() if isinstance(name, bytes) else name,
-            "steps": _steps_apart(data, [output_of[high]], inputs, arena),
-            "inputs_agree": _steps_apart(data, variable, inputs, arena) == 0}
+            "steps": _steps_apart(data, [output_of[index]], inputs, arena),
+            "inputs_agree": inputs_agree}
 
 
 def _is_constant(model, tensor):
