@@ -135,6 +135,9 @@ def test_the_readme_applications_table_is_the_result_file():
             "keras 3", "Keras 3")
     resnet_rs = next(r for r in records if r["family"] == "ResNetRS" and r.get("keras", 2) == 2)
     assert f"ResNetRS50: {resnet_rs['seconds'] / 60:.0f} minutes on 2 cores" in flat
+    irv2 = next(r for r in records if r["family"] == "InceptionResNetV2" and r.get("keras", 2) == 2)
+    assert (f"InceptionResNetV2 with tf_keras, {irv2['params'] / 1e6:.0f} M parameters: "
+            f"{irv2['seconds'] / 60:.0f} minutes") in flat
 
 
 def test_the_readme_qat_overhead_figures_are_the_result_file():
