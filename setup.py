@@ -8,6 +8,7 @@ INSTALL_REQUIRES = [
     "tensorflow-model-optimization==0.8.1",
     "numpy",
     "absl-py",
+    "scipy",  # Spearman rank correlation (search.rank_agreement)
     "scikit-learn",  # ships the 8x8 digits: the embedded, download-free dataset
     "tensorflow-datasets",
     "keras-tuner==1.4.8",

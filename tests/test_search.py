@@ -40,6 +40,29 @@ def test_crossing_curves_dominate_neither_way():
     assert matrix == {"a": {"a": None, "b": False}, "b": {"a": False, "b": None}}
 
 
+def test_rank_agreement_is_spearmans_rho_over_the_common_keys():
+    # Five pairs ranked 1..5 by the proxy and 2,1,4,3,5 by the grid: squared rank
+    # differences sum to 4, so rho = 1 - 6 * 4 / (5 * (25 - 1)) = 0.8 (the textbook
+    # formula, exact without ties).
+    proxy = {(1, 1): 0.10, (1, 4): 0.20, (1, 8): 0.30, (4, 4): 0.40, (8, 8): 0.50}
+    grid = {(1, 1): 0.32, (1, 4): 0.31, (1, 8): 0.40, (4, 4): 0.35, (8, 8): 0.45,
+            (4, 8): 0.50}  # (4, 8) has no proxy score: left out
+    result = search.rank_agreement(proxy, grid)
+    assert result["n"] == 5 and (4, 8) not in result["keys"]
+    assert result["spearman"] == pytest.approx(0.8)
+    assert 0 < result["p_value"] < 1
+    reversed_grid = {k: -v for k, v in proxy.items()}
+    assert search.rank_agreement(proxy, reversed_grid)["spearman"] == pytest.approx(-1.0)
+
+
+def test_rank_agreement_needs_three_keys_and_a_ranking():
+    assert search.rank_agreement({1: 0.1, 2: 0.2}, {1: 0.3, 2: 0.1})["spearman"] is None
+    flat = search.rank_agreement({1: 0.1, 2: 0.1, 3: 0.1}, {1: 0.3, 2: 0.1, 3: 0.2})
+    assert flat["spearman"] is None and flat["n"] == 3
+    missing = search.rank_agreement({1: 0.1, 2: None, 3: 0.3, 4: 0.2}, {1: 0.1, 2: 0.2, 3: 0.3})
+    assert missing["n"] == 2 and missing["spearman"] is None
+
+
 def test_non_overlapping_curves_give_a_clear_message():
     with pytest.raises(ValueError, match="do not overlap in size.*add points"):
         search.dominates([(100, 0.5), (200, 0.6)], [(300, 0.7), (400, 0.8)])

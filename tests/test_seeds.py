@@ -128,6 +128,22 @@ def test_a_sweep_with_seeds_trains_each_point_per_seed_and_reports_mean_and_spre
     assert calls == []
 
 
+def test_a_project_resumed_with_another_seed_count_is_refused_before_training(
+        tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(experiment, "run", _fake_run(calls))
+    base = experiment.RunConfig(model="resnet_cifar", dataset="digits")
+    kwargs = dict(bits=[1], width_multipliers=[0.5], recipe=RECIPE, datasets=_tiny_datasets(),
+                  out_dir=str(tmp_path))
+    search.sweep(base, seeds=1, **kwargs)
+    calls.clear()
+    # The finished 1-seed trial would stay at one seed beside 2-seed ones: refused.
+    with pytest.raises(ValueError, match=r"trained with 1 seed\(s\) each; received seeds=2"):
+        search.sweep(base, seeds=2, **kwargs)
+    assert calls == []
+    assert search.sweep(base, seeds=1, **kwargs)["records"][0].seeds == [0]  # same count: ok
+
+
 def test_one_seed_has_no_spread_so_no_dominance_beyond_it(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "run", _fake_run([]))
     base = experiment.RunConfig(model="resnet_cifar", dataset="digits")

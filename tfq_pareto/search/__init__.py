@@ -6,6 +6,7 @@
     tfq_pareto.search.sweep(config, bits=[1, 2, 4], budgets_bits=[...], recipe=..., out_dir=...)
     tfq_pareto.search.dual_precision_search(config, budget_bits, recipe=..., out_dir=...)
     tfq_pareto.search.proxy_search(config, budget_bits, recipe=..., out_dir=...)  # cheaper
+    tfq_pareto.search.rank_agreement(proxy_scores, grid_scores)  # Spearman's rho
 """
 
 from tfq_pareto.search.front import (
@@ -14,6 +15,7 @@ from tfq_pareto.search.front import (
     dominates,
     dominates_beyond_spread,
     pareto_front,
+    rank_agreement,
 )
 from tfq_pareto.search.run import (
     budget_of,
@@ -37,6 +39,7 @@ __all__ = [
     "make_oracle",
     "pareto_front",
     "proxy_search",
+    "rank_agreement",
     "replot",
     "summarize_sweep",
     "sweep",

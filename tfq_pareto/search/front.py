@@ -161,3 +161,34 @@ def _pairwise(curves, compare):
             except ValueError:
                 matrix[row][column] = None
     return matrix
+
+
+def rank_agreement(scores_a, scores_b):
+    """How well one ranking of configurations predicts another: Spearman's rho.
+
+    E.g. a cheap proxy's accuracy per (conv_bits, dw_bits) pair against the full
+    grid's mean accuracy per pair (issue 16: a proxy that cannot rank is noise).
+    Spearman's rank correlation (``scipy.stats.spearmanr``; ties get their
+    average rank) over the keys both mappings score.
+
+    Args:
+      scores_a, scores_b: ``{key: score}``; keys any hashable (e.g. ``(1, 4)``),
+        None scores are left out.
+
+    Returns:
+      ``{"spearman": rho, "p_value": p, "n": number of common keys, "keys": [...]}``;
+      ``spearman`` and ``p_value`` are None with fewer than 3 common keys or a
+      constant score (no ranking to compare).
+    """
+    from scipy import stats  # pylint: disable=import-outside-toplevel
+
+    keys = sorted((k for k in scores_a if k in scores_b
+                   and scores_a[k] is not None and scores_b[k] is not None), key=repr)
+    a = np.array([float(scores_a[k]) for k in keys])
+    b = np.array([float(scores_b[k]) for k in keys])
+    result = {"spearman": None, "p_value": None, "n": len(keys), "keys": keys}
+    if len(keys) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return result
+    rho, p_value = stats.spearmanr(a, b)
+    result.update(spearman=float(rho), p_value=float(p_value))
+    return result

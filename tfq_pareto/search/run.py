@@ -137,8 +137,20 @@ def _write_results(out_dir, summary, records, plot_grid=False):
 
 
 def _search(tuner, out_dir, summary, plot_grid):
-    """Runs the tuner; rewrites the result files after every trial."""
+    """Runs the tuner; rewrites the result files after every trial.
 
+    A project resumed with another number of seeds than its finished trials were
+    trained with is refused before any training: those trials would keep their
+    old seed count (the oracle does not revisit a finished trial), and their
+    means and spreads would not compare with the new ones.
+    """
+    for record in tuner.trial_records():
+        if record.done:
+            trained = len(record.accuracies) if record.accuracies else 1
+            if trained != tuner.seeds:
+                raise ValueError(
+                    f"{out_dir!r} holds trials trained with {trained} seed(s) each; received "
+                    f"seeds={tuner.seeds}: resume with seeds={trained} or use a new out_dir")
     original = tuner.on_trial_end
 
     def on_trial_end(trial):
