@@ -1,24 +1,33 @@
 """DualPrecision vs 8-bit at equal size, and what the search for the pair costs.
 
 On real CIFAR-10 (``../shared/data``), MobileNetV2-CIFAR (``--model``: any family
-with depthwise convs; VGG-11 needs ``--variant``, Table 6), activations 4-bit:
+with depthwise convs; VGG-11 needs ``--variant``, Table 6; ``resnet_cifar``,
+ResNet-20 without depthwise convs, makes the grid one of conv bits only, the
+second setting of issue 16's search-cost table), activations 4-bit:
 
 1. The grid: every (conv_bits, dw_bits) of ``--bits`` x ``--bits`` widened to
    one Eq. (6) budget (the size of the 8-bit model at ``--budget-width``) and
-   trained (``tfq_pareto.search.dual_precision_search``). The best pair's
-   accuracy minus the 8-bit (8/8) model's is the DualPrecision gain.
+   trained ``--seeds`` times (``tfq_pareto.search.dual_precision_search``).
+   The best pair's mean accuracy minus the 8-bit (8/8) model's is the
+   DualPrecision gain; it is beyond the seed spread when it exceeds the pooled
+   standard deviation of the two.
 2. The low-width proxy (the first stage of ``tfq_pareto.search.proxy_search``):
    the same grid at ``--proxy-fraction`` of the budget for ``--proxy-epochs``
-   epochs, trained once. For each k of ``--top-k``, its best k pairs that reach
-   the budget are what ``proxy_search`` would train at the budget; those are
-   the same configurations, trained with the same recipe, as the grid's trials
-   of those pairs, so the grid's trials stand for them (training them again
-   would add run-to-run noise to the comparison, and hours to a real run). The
-   strategy's cost is the proxy grid's training seconds plus those trials'
-   seconds, against the whole grid's; it finds the grid's pair when its best
-   final is the grid's best.
+   epochs, ``--proxy-seeds`` trainings per pair. Its ranking against the grid's
+   (mean per pair) is Spearman's rho over every pair both trained
+   (``tfq_pareto.search.rank_agreement``). For each k of ``--top-k``, its best
+   k pairs that reach the budget are what ``proxy_search`` would train at the
+   budget; those are the same configurations, trained with the same recipe, as
+   the grid's trials of those pairs, so the grid's trials stand for them
+   (training them again would add run-to-run noise to the comparison, and hours
+   to a real run). A strategy's cost is the proxy grid's training seconds plus
+   one training of each final pair (the grid's seconds per seed), against one
+   training of every grid pair; its pick is right when it is the grid's best
+   pair or within the grid's seed spread of it (mean difference below the
+   pooled standard deviation).
 
-    python benchmarks/dual_precision_cifar.py                 # ~30 minutes on 2 cores
+    python benchmarks/dual_precision_cifar.py                 # ~2 hours on 2 cores
+    python benchmarks/dual_precision_cifar.py --model resnet_cifar --bits 1,2,4,8
     python benchmarks/dual_precision_cifar.py --model vgg11 --variant B
 
 Writes ``benchmarks/results/dual_precision_<model>[<variant>]/summary.json``
@@ -41,8 +50,20 @@ def _pair(record):
     return [record.conv_bits, record.dw_bits]
 
 
-#: Families with depthwise convs (vgg11 with a variant).
-MODELS = ("mobilenet_v2_cifar", "inv_resnet26", "vgg11")
+def _trainings(record):
+    """How many trainings (seeds) a record's ``train_seconds`` sums over."""
+    return len(record.seeds) if record.seeds else 1
+
+
+def _pooled(*stds):
+    """Pooled standard deviation of points with one spread each; None if one is unknown."""
+    if any(s is None for s in stds):
+        return None
+    return (sum(s * s for s in stds) / len(stds)) ** 0.5
+
+
+#: Families with depthwise convs (vgg11 with a variant), and ResNet-20 (conv bits only).
+MODELS = ("mobilenet_v2_cifar", "inv_resnet26", "vgg11", "resnet_cifar")
 
 
 def main():
@@ -58,8 +79,12 @@ def main():
     parser.add_argument("--train-images", type=int, default=5_000)
     parser.add_argument("--test-images", type=int, default=None,
                         help="evaluate on the first N test images (default: all 10,000)")
+    parser.add_argument("--seeds", type=int, default=2,
+                        help="trainings per grid pair (seeds 0..N-1): mean and spread")
     parser.add_argument("--proxy-fraction", type=float, default=0.25)
     parser.add_argument("--proxy-epochs", type=int, default=1)
+    parser.add_argument("--proxy-seeds", type=int, default=1,
+                        help="trainings per proxy pair (a real proxy_search's seeds)")
     parser.add_argument("--top-k", default="1,2",
                         help="comma-separated: proxy pairs trained at the budget, one run each")
     parser.add_argument("--tolerance", type=float, default=0.05,
@@ -73,6 +98,9 @@ def main():
         parser.error(f"--variant is needed with --model vgg11 and only there (vgg11 without a "
                      f"variant has no depthwise convs); received --model {args.model} "
                      f"--variant {args.variant}")
+    if args.seeds < 1 or args.proxy_seeds < 1:
+        parser.error(f"--seeds and --proxy-seeds must be >= 1; received {args.seeds} and "
+                     f"{args.proxy_seeds}")
     name = args.model + (args.variant or "")
     args.out = args.out or os.path.join(HERE, "results", f"dual_precision_{name}")
     bits = [int(b) for b in args.bits.split(",")]
@@ -80,10 +108,12 @@ def main():
 
     datasets = load_cifar(args.train_images, args.data_dir, args.test_images)
     info = datasets.info
+    depthwise = args.model != "resnet_cifar"
     base = experiment.RunConfig(model=args.model, variant=args.variant, width_multiplier=1.0,
-                                conv_bits=8, dw_bits=8,
+                                conv_bits=8, dw_bits=8 if depthwise else None,
                                 act_bits=4, dataset="cifar10_npz")
-    budget = search.budget_of(base, info, width_multiplier=args.budget_width, conv_bits=8, dw_bits=8)
+    budget = search.budget_of(base, info, width_multiplier=args.budget_width, conv_bits=8,
+                              dw_bits=8 if depthwise else None)
     recipe = training.Recipe(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                              batch_size=128)
     proxy_recipe = training.Recipe(warmup_epochs=args.warmup_epochs,
@@ -91,32 +121,41 @@ def main():
 
     grid = search.dual_precision_search(base, budget, bits=bits, recipe=recipe,
                                         out_dir=os.path.join(args.out, "grid"),
-                                        datasets=datasets, verbose=2, tolerance=args.tolerance)
+                                        datasets=datasets, verbose=2, tolerance=args.tolerance,
+                                        seeds=args.seeds)
     done = [r for r in grid["records"] if r.done]
-    eight = next((r for r in done if _pair(r) == [8, 8]), None)
+    eight = next((r for r in done if r.conv_bits == 8 and r.dw_bits in (None, 8)), None)
     best = grid["best"]
-    grid_seconds = sum(r.train_seconds for r in done)
+    # The grid as a search trains every pair once: its cost is one seed's seconds per pair.
+    per_training = {tuple(_pair(r)): r.train_seconds / _trainings(r) for r in done}
+    grid_seconds = sum(per_training.values())
 
     mean_trial = grid_seconds / len(done)
     ranked_grid = [_pair(r) for r in sorted(done, key=lambda r: r.accuracy, reverse=True)]
     proxy = search.dual_precision_search(base, budget * args.proxy_fraction, bits=bits,
                                          recipe=proxy_recipe, out_dir=os.path.join(args.out, "proxy"),
-                                         datasets=datasets, verbose=2, tolerance=args.tolerance)
+                                         datasets=datasets, verbose=2, tolerance=args.tolerance,
+                                         seeds=args.proxy_seeds)
     proxy_done = sorted((r for r in proxy["records"] if r.done), key=lambda r: r.accuracy,
                         reverse=True)
     proxy_ranking = [_pair(r) for r in proxy_done]
     proxy_seconds = sum(r.train_seconds for r in proxy_done)
+    agreement = search.rank_agreement({tuple(_pair(r)): r.accuracy for r in proxy_done},
+                                      {tuple(_pair(r)): r.accuracy for r in done})
     at_budget = {tuple(_pair(r)): r for r in done}  # pairs the budget takes, trained
     strategies = []
     for k in [int(v) for v in args.top_k.split(",")]:
         finals = [at_budget[tuple(p)] for p in proxy_ranking if tuple(p) in at_budget][:k]
         pick = max(finals, key=lambda r: r.accuracy) if finals else None
-        final_seconds = sum(r.train_seconds for r in finals)
+        final_seconds = sum(per_training[tuple(_pair(r))] for r in finals)
         seconds = proxy_seconds + final_seconds
+        spread = None if pick is None or best is None else _pooled(pick.accuracy_std,
+                                                                   best.accuracy_std)
         strategies.append({
             "top_k": k,
             "proxy": {"fraction": args.proxy_fraction, "epochs": args.proxy_epochs,
-                      "trials": len(proxy["records"]), "train_seconds": proxy_seconds},
+                      "seeds": args.proxy_seeds, "trials": len(proxy["records"]),
+                      "train_seconds": proxy_seconds},
             "final_pairs": [_pair(r) for r in finals],
             "final_trainings": len(finals),
             "final_train_seconds": final_seconds,
@@ -127,23 +166,31 @@ def main():
             "pick": None if pick is None else {
                 "conv_bits": pick.conv_bits, "dw_bits": pick.dw_bits,
                 "width": pick.width_multiplier, "size_kib": pick.size_kib,
-                "accuracy": pick.accuracy},
+                "accuracy": pick.accuracy, "accuracy_std": pick.accuracy_std},
             "same_pair_as_grid": pick is not None and best is not None
             and _pair(pick) == _pair(best),
             "grid_rank_of_pick": None if pick is None else 1 + ranked_grid.index(_pair(pick)),
+            "points_below_grid_best": None if pick is None or best is None
+            else 100 * (best.accuracy - pick.accuracy),
+            "within_grid_spread": None if spread is None
+            else best.accuracy - pick.accuracy <= spread,
         })
 
     def short(r):
         return None if r is None else {
             "conv_bits": r.conv_bits, "dw_bits": r.dw_bits, "width": r.width_multiplier,
             "size_bits": r.size_bits, "size_kib": r.size_kib, "accuracy": r.accuracy,
+            "accuracy_std": r.accuracy_std, "accuracies": r.accuracies, "seeds": r.seeds,
             "train_seconds": r.train_seconds}
 
+    gain_spread = None if eight is None or best is None else _pooled(best.accuracy_std,
+                                                                     eight.accuracy_std)
     summary = {
         "model": name,
         "schedule": {"epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
                      "train_images": info.num_train, "test_images": info.num_test,
-                     "act_bits": 4, "first_last_bits": 8, "batch_size": 128, "lr": 0.05},
+                     "act_bits": 4, "first_last_bits": 8, "batch_size": 128, "lr": 0.05,
+                     "seeds": args.seeds},
         "budget_bits": budget, "budget_kib": budget / 8192,
         "budget": f"Eq. (6) size of the 8-bit model at width {args.budget_width}",
         "size_tolerance": args.tolerance,
@@ -156,13 +203,21 @@ def main():
         "eight_bit": short(eight),
         "gain_over_8bit_points": None if eight is None or best is None
         else 100 * (best.accuracy - eight.accuracy),
+        "gain_pooled_std_points": None if gain_spread is None else 100 * gain_spread,
+        "gain_beyond_spread": None if gain_spread is None
+        else best.accuracy - eight.accuracy > gain_spread,
         "search_cost": {
-            "measure": "wall-clock training seconds summed over trials (evaluation excluded)",
+            "measure": "wall-clock training seconds (evaluation excluded); the grid and a "
+                       "final pair count one training (one seed) each",
             "proxy_finals": "the grid's trials of the proxy's top-k pairs (same configuration "
                             "and recipe as proxy_search's final trainings)",
             "grid_trainings": len(done),
             "grid_train_seconds": grid_seconds,
             "grid_ranking": ranked_grid,
+            "proxy_vs_grid_rank": {"spearman": agreement["spearman"],
+                                   "p_value": agreement["p_value"], "pairs": agreement["n"]},
+            "proxy_accuracies": {f"{c}/{d}": a for (c, d), a in
+                                 ((tuple(_pair(r)), r.accuracy) for r in proxy_done)},
             "proxy_search": strategies,
         },
     }

@@ -68,20 +68,41 @@ def test_dual_precision_benchmark_compares_8bit_and_costs_the_proxy(tmp_path):
     # MobileNetV2-CIFAR, the default, whose real run is in benchmarks/results.
     _run("dual_precision_cifar.py", "--model", "vgg11", "--variant", "A", "--bits", "1,8",
          "--budget-width", "0.2", "--epochs", "1", "--train-images", "128", "--test-images",
-         "128", "--proxy-fraction", "0.5", "--data-dir", str(tmp_path), "--out", str(out))
+         "128", "--proxy-fraction", "0.5", "--seeds", "2", "--data-dir", str(tmp_path),
+         "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["model"] == "vgg11A"
+    assert summary["model"] == "vgg11A" and summary["schedule"]["seeds"] == 2
     grid = [r for r in summary["grid"] if r["accuracy"] is not None]
-    assert summary["eight_bit"] is not None and [summary["eight_bit"]["conv_bits"],
-                                                 summary["eight_bit"]["dw_bits"]] == [8, 8]
+    assert all(r["seeds"] == [0, 1] and r["accuracy"] == pytest.approx(np.mean(r["accuracies"]))
+               for r in grid)
+    eight = summary["eight_bit"]
+    assert eight is not None and [eight["conv_bits"], eight["dw_bits"]] == [8, 8]
     best = max(grid, key=lambda r: r["accuracy"])
     assert summary["best_pair"]["accuracy"] == best["accuracy"]
     assert summary["gain_over_8bit_points"] == pytest.approx(
-        100 * (best["accuracy"] - summary["eight_bit"]["accuracy"]))
+        100 * (best["accuracy"] - eight["accuracy"]))
+    pooled = np.sqrt((np.var(best["accuracies"], ddof=1) + np.var(eight["accuracies"], ddof=1))
+                     / 2)
+    assert summary["gain_pooled_std_points"] == pytest.approx(100 * pooled)
+    assert summary["gain_beyond_spread"] == bool(best["accuracy"] - eight["accuracy"] > pooled)
     cost = summary["search_cost"]
     assert cost["grid_trainings"] == len(grid)
     assert [s["top_k"] for s in cost["proxy_search"]] == [1, 2]
-    seconds = {(r["conv_bits"], r["dw_bits"]): r["train_seconds"] for r in grid}
+    # The grid as a search trains each pair once: one seed's share of its two trainings.
+    seconds = {(r["conv_bits"], r["dw_bits"]): r["train_seconds"] / 2 for r in grid}
+    assert cost["grid_train_seconds"] == pytest.approx(sum(seconds.values()))
+    # Spearman's rho of the proxy's accuracies against the grid's means, from the ranks
+    # (1 - 6 sum d^2 / (n (n^2 - 1)); 4 pairs, ties unlikely with 128 test images).
+    proxy = {tuple(int(b) for b in k.split("/")): v for k, v in cost["proxy_accuracies"].items()}
+    pairs = sorted(proxy)
+    rank_p = np.argsort(np.argsort([proxy[p] for p in pairs]))
+    means = {(r["conv_bits"], r["dw_bits"]): r["accuracy"] for r in grid}
+    rank_g = np.argsort(np.argsort([means[p] for p in pairs]))
+    rank = cost["proxy_vs_grid_rank"]
+    assert rank["pairs"] == len(pairs) == 4
+    if len(set(proxy.values())) == 4 and len(set(means.values())) == 4:
+        d2 = float(np.sum((rank_p - rank_g) ** 2))
+        assert rank["spearman"] == pytest.approx(1 - 6 * d2 / (4 * 15))
     for strategy in cost["proxy_search"]:
         # The finals are the grid's trials of the proxy's best k pairs the budget takes.
         wanted = [p for p in strategy["proxy_ranking"] if tuple(p) in seconds][:strategy["top_k"]]
@@ -95,10 +116,32 @@ def test_dual_precision_benchmark_compares_8bit_and_costs_the_proxy(tmp_path):
         assert strategy["same_pair_as_grid"] == (
             [strategy["pick"]["conv_bits"], strategy["pick"]["dw_bits"]] == cost["grid_ranking"][0])
         assert 1 <= strategy["grid_rank_of_pick"] <= len(grid)
+        pick = means[(strategy["pick"]["conv_bits"], strategy["pick"]["dw_bits"])]
+        assert strategy["points_below_grid_best"] == pytest.approx(100 * (best["accuracy"] - pick))
+        if strategy["same_pair_as_grid"]:
+            assert strategy["within_grid_spread"] is True
     # The proxy grid is trained once for every k (same ranking, same proxy seconds).
     one, two = cost["proxy_search"]
     assert one["proxy_ranking"] == two["proxy_ranking"]
     assert one["proxy"]["train_seconds"] == two["proxy"]["train_seconds"]
+
+
+@pytest.mark.slow
+def test_dual_precision_benchmark_grids_resnet20_over_conv_bits(tmp_path):
+    _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
+    out = tmp_path / "out"
+    _run("dual_precision_cifar.py", "--model", "resnet_cifar", "--bits", "1,2,8",
+         "--budget-width", "0.25", "--epochs", "1", "--train-images", "64", "--test-images",
+         "64", "--proxy-fraction", "0.5", "--seeds", "1", "--top-k", "1", "--data-dir",
+         str(tmp_path), "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    grid = [r for r in summary["grid"] if r["accuracy"] is not None]
+    assert sorted(r["conv_bits"] for r in grid) == [1, 2, 8]
+    assert all(r["dw_bits"] is None for r in grid)  # no depthwise convs: conv bits only
+    assert summary["eight_bit"]["conv_bits"] == 8
+    # One seed: no spread, so no claim either way.
+    assert summary["gain_beyond_spread"] is None
+    assert summary["search_cost"]["proxy_vs_grid_rank"]["pairs"] == 3
 
 
 def test_dual_precision_benchmark_needs_a_variant_with_vgg11():
