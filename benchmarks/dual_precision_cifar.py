@@ -32,7 +32,8 @@ second setting of issue 16's search-cost table), activations 4-bit:
 
 Writes ``benchmarks/results/dual_precision_<model>[<variant>]/summary.json``
 (and ``grid/``, ``proxy/`` with every trial). Resumable: a rerun skips
-finished trials.
+finished trials; ``--proxy-dir NAME`` with other proxy settings reuses the grid
+and writes ``summary_NAME.json``.
 """
 
 import argparse
@@ -85,6 +86,10 @@ def main():
     parser.add_argument("--proxy-epochs", type=int, default=1)
     parser.add_argument("--proxy-seeds", type=int, default=1,
                         help="trainings per proxy pair (a real proxy_search's seeds)")
+    parser.add_argument("--proxy-dir", default="proxy",
+                        help="folder of the proxy grid under --out; another name tries another "
+                             "proxy against the same (resumed, not retrained) grid and writes "
+                             "summary_<name>.json")
     parser.add_argument("--top-k", default="1,2",
                         help="comma-separated: proxy pairs trained at the budget, one run each")
     parser.add_argument("--tolerance", type=float, default=0.05,
@@ -133,7 +138,8 @@ def main():
     mean_trial = grid_seconds / len(done)
     ranked_grid = [_pair(r) for r in sorted(done, key=lambda r: r.accuracy, reverse=True)]
     proxy = search.dual_precision_search(base, budget * args.proxy_fraction, bits=bits,
-                                         recipe=proxy_recipe, out_dir=os.path.join(args.out, "proxy"),
+                                         recipe=proxy_recipe,
+                                         out_dir=os.path.join(args.out, args.proxy_dir),
                                          datasets=datasets, verbose=2, tolerance=args.tolerance,
                                          seeds=args.proxy_seeds)
     proxy_done = sorted((r for r in proxy["records"] if r.done), key=lambda r: r.accuracy,
@@ -221,7 +227,9 @@ def main():
             "proxy_search": strategies,
         },
     }
-    training.write_json(os.path.join(args.out, "summary.json"), summary)
+    summary_name = ("summary.json" if args.proxy_dir == "proxy"
+                    else f"summary_{args.proxy_dir}.json")
+    training.write_json(os.path.join(args.out, summary_name), summary)
     print(json.dumps(summary, indent=1))
 
 

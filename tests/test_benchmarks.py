@@ -142,6 +142,15 @@ def test_dual_precision_benchmark_grids_resnet20_over_conv_bits(tmp_path):
     # One seed: no spread, so no claim either way.
     assert summary["gain_beyond_spread"] is None
     assert summary["search_cost"]["proxy_vs_grid_rank"]["pairs"] == 3
+    # Another proxy against the same grid: the grid is resumed (its records unchanged).
+    _run("dual_precision_cifar.py", "--model", "resnet_cifar", "--bits", "1,2,8",
+         "--budget-width", "0.25", "--epochs", "1", "--train-images", "64", "--test-images",
+         "64", "--proxy-fraction", "0.25", "--seeds", "1", "--top-k", "1", "--proxy-dir",
+         "proxy_quarter", "--data-dir", str(tmp_path), "--out", str(out))
+    other = json.loads((out / "summary_proxy_quarter.json").read_text())
+    assert other["grid"] == summary["grid"]
+    assert other["search_cost"]["proxy_search"][0]["proxy"]["fraction"] == 0.25
+    assert (out / "proxy_quarter" / "results.json").exists()
 
 
 def test_dual_precision_benchmark_needs_a_variant_with_vgg11():
