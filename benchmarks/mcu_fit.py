@@ -137,7 +137,7 @@ def main():
             eight_mean, eight_std = _stats([r["eight_bit"]["accuracy"] for r in runs
                                             if r.get("eight_bit")])
             row = {"model": model, "budget": budget_name, "flash_kib": flash_kib,
-                   "ram_kib": ram_kib, "runs": runs, "pick_mean": pick_mean,
+                   "ram_kib": ram_kib, "bits": bits, "runs": runs, "pick_mean": pick_mean,
                    "pick_std": pick_std, "eight_bit_mean": eight_mean,
                    "eight_bit_std": eight_std}
             if pick_mean is not None and eight_mean is not None:

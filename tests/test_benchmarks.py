@@ -292,6 +292,7 @@ def test_mcu_fit_benchmark_picks_certifies_and_compares_with_8_bit(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     (row,) = summary["rows"]
     assert (row["model"], row["budget"], row["flash_kib"]) == ("resnet_cifar", "tiny", 32)
+    assert row["bits"] == [1, 8]  # the precision set of this row
     (run,) = row["runs"]
     assert run["certificate_holds_on_tflm"] is True
     assert run["pick"]["flash_bytes"] <= 32 * 1024 and run["pick"]["ram_bytes"] <= 64 * 1024
