@@ -85,10 +85,14 @@ def _keras(version):
     return importlib.import_module("keras")
 
 
-def build(family, version=2):
-    """The family's smallest member with a 10-way head, built by Keras ``version``."""
+def build(family, version=2, seed=0):
+    """The family's smallest member with a 10-way head, built by Keras ``version``.
+
+    The initial weights are seeded (``seed``), so that a rerun measures the same model.
+    """
     name, side, options, _ = FAMILIES[family]
     k = _keras(version)
+    k.utils.set_random_seed(seed)
     constructor = getattr(k.applications, name)
     base = constructor(include_top=False, weights=None, input_shape=(side, side, 3),
                        pooling="avg", **options)
@@ -100,7 +104,8 @@ def check(family, version=2):
     """Runs one family; returns its record (``status``: "passes", "apply", "export" or "absent")."""
     name, side, options, others = FAMILIES[family]
     record = {"family": family, "keras": version, "model": name, "input": side,
-              "options": options, "other_members": others, "export_revision": EXPORT_REVISION}
+              "options": options, "other_members": others, "export_revision": EXPORT_REVISION,
+              "init_seed": 0}
     start = time.perf_counter()
     if not hasattr(_keras(version).applications, name):
         record.update(status="absent", error=f"Keras {version} has no {name}")

@@ -95,3 +95,14 @@ def test_a_rerun_replaces_old_records_one_by_one_and_resumes_after_an_interrupti
     saved = {r["family"]: r for r in json.load(open(out, encoding="utf-8"))["records"]}
     assert calls == ["DenseNet"]
     assert len(saved) == 3 and saved["DenseNet"].get("error") == "new"
+
+
+def test_a_family_is_built_with_seeded_initial_weights():
+    """A rerun of the benchmark measures the same model: weights repeat under one seed."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    apps = _benchmark_module()
+    first, again = apps.build("MobileNet"), apps.build("MobileNet")
+    other = apps.build("MobileNet", seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), again.get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(first.get_weights(), other.get_weights()))
