@@ -151,12 +151,19 @@ def first_disagreeing_op(int8, inputs, arena):
     operators = graph.operators
     output_of = [int(op.outputs[0]) for op in operators]
     producer = {int(t): k for k, op in enumerate(operators) for t in op.outputs}
+    measured = {}  # tensor -> output steps apart; each tensor is measured once
+
+    def steps_apart(tensor):
+        if tensor not in measured:
+            measured[tensor] = _steps_apart(data, [tensor], inputs, arena)
+        return measured[tensor]
+
     low, high = 0, len(operators) - 1
-    if not _steps_apart(data, [output_of[high]], inputs, arena):
+    if not steps_apart(output_of[high]):
         return None
     while low < high:  # invariant: op ``high`` disagrees
         middle = (low + high) // 2
-        if _steps_apart(data, [output_of[middle]], inputs, arena):
+        if steps_apart(output_of[middle]):
             high = middle
         else:
             low = middle + 1
@@ -164,7 +171,7 @@ def first_disagreeing_op(int8, inputs, arena):
     while True:
         variable = [int(t) for t in operators[index].inputs
                     if t >= 0 and not _is_constant(model, graph.tensors[int(t)])]
-        apart = [t for t in variable if _steps_apart(data, [t], inputs, arena)]
+        apart = [t for t in variable if steps_apart(t)]
         if not apart:
             inputs_agree = True
             break
@@ -174,7 +181,7 @@ def first_disagreeing_op(int8, inputs, arena):
     name = graph.tensors[output_of[index]].name
     return {"index": index, "op": flatbuffer.op_name(model, operators[index]),
             "output": name.decode() if isinstance(name, bytes) else name,
-            "steps": _steps_apart(data, [output_of[index]], inputs, arena),
+            "steps": steps_apart(output_of[index]),
             "inputs_agree": inputs_agree}
 
 
