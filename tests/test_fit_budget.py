@@ -45,6 +45,25 @@ def test_the_widest_fitting_width_is_found_by_bisection():
     assert tflite_export.widest_fitting_width(_analytic([]), roomy, 1, None)[0] == 4.0
 
 
+def test_each_candidate_says_which_limit_stops_it_from_being_wider():
+    probe = _analytic([])
+    flash_bound = tflite_export.Budget(flash_bytes=40_000, ram_bytes=10**6, max_macs=10**8)
+    width, fit, _ = tflite_export.widest_fitting_width(probe, flash_bound, 1, None,
+                                                       min_width=0.1, max_width=4.0)
+    bound, use = budget_search.bound_by(flash_bound, fit, width, 4.0)
+    # At w ~ 2: flash 10,000 w^2 ~ 40,000 of 40,000; RAM 20,000 w of 10^6; MACs 1e6 w^2 of 1e8.
+    assert bound == "flash" and use["flash"] > 0.9
+    assert use["ram"] == pytest.approx(20_000 * width / 10**6, abs=1e-4)
+    assert use["macs"] == pytest.approx(1e6 * width ** 2 / 1e8, abs=1e-4)
+    ram_bound = tflite_export.Budget(flash_bytes=10**9, ram_bytes=30_000)
+    width, fit, _ = tflite_export.widest_fitting_width(probe, ram_bound, 8, None, min_width=0.1)
+    assert budget_search.bound_by(ram_bound, fit, width, 4.0)[0] == "ram"
+    roomy = tflite_export.Budget(flash_bytes=10**9, ram_bytes=10**9)
+    width, fit, _ = tflite_export.widest_fitting_width(probe, roomy, 1, None, max_width=3.0)
+    assert budget_search.bound_by(roomy, fit, width, 3.0)[0] == "max_width"
+    assert budget_search.bound_by(roomy, fit, None, 3.0)[0] is None  # infeasible
+
+
 def test_a_precision_over_budget_at_the_narrowest_width_is_infeasible_with_the_reason():
     budget = tflite_export.Budget(flash_bytes=500, ram_bytes=1000, max_macs=1000)
     width, fit, reason = tflite_export.widest_fitting_width(_analytic([]), budget, 8, 4,
@@ -189,6 +208,8 @@ def test_with_seeds_candidates_rank_by_their_mean_and_the_best_seed_is_exported(
         calibration_samples=4, validation_samples=0)
     assert sorted(trained) == [(1, 0), (1, 1), (8, 0), (8, 1)]
     candidates = {c["label"]: c for c in result["candidates"]}
+    # flash 10,000 x bits x w^2 <= 40,000 binds both (RAM 20,000 w of 10^6 does not).
+    assert {c["bound_by"] for c in candidates.values()} == {"flash"}
     assert candidates["1-bit"]["accuracies"] == [0.60, 0.70]
     assert candidates["1-bit"]["accuracy"] == pytest.approx(0.65)
     assert candidates["8-bit"]["accuracy_std"] == pytest.approx(np.std([0.68, 0.58], ddof=1))

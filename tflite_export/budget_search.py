@@ -20,6 +20,10 @@ For every precision pair (conv bits, depthwise bits) of the family:
    value tables can differ slightly from the probe's), the next most accurate
    candidate is tried.
 
+Each candidate says what stops it from being wider (``bound_by``: ``"flash"``,
+``"ram"``, ``"macs"``, or ``"max_width"`` when the searched range ends first)
+and the share of each limit it uses (``budget_use``).
+
 Widening a model costs MACs roughly as the square of the width multiplier (both
 a layer's input and output channels grow), which Eq. (6) size does not show;
 every candidate's MACs are in the results.
@@ -121,6 +125,25 @@ def _load(budget, fit):
     if budget.max_macs is not None:
         ratios.append(fit["macs"] / budget.max_macs)
     return max(ratios)
+
+
+def bound_by(budget, fit, width, max_width):
+    """What stops a candidate from being wider: ``"max_width"`` (the searched range,
+    not the budget) when it reached ``max_width``, else the constraint it uses most
+    of (``"flash"``, ``"ram"`` or ``"macs"``; None for an infeasible candidate).
+
+    Also returns the share of each limit the candidate uses (``{"flash": 0.97, ...}``).
+    """
+    use = {"flash": fit["flash_bytes"] / budget.flash_bytes,
+           "ram": fit["ram_bytes"] / budget.ram_bytes}
+    if budget.max_macs is not None:
+        use["macs"] = fit["macs"] / budget.max_macs
+    use = {k: round(v, 4) for k, v in use.items()}
+    if width is None:
+        return None, use
+    if width >= max_width:
+        return "max_width", use
+    return max(use, key=use.get), use
 
 
 def widest_fitting_width(probe, budget, conv_bits, dw_bits, *, min_width=0.25, max_width=4.0,
@@ -322,11 +345,14 @@ def fit_budget(config, budget, *, bits=(1, 2, 4, 8), recipe, out_dir, datasets=N
         records.append(record.replace(
             width_multiplier=widths[(record.conv_bits, record.dw_bits)],
             flash_bytes=fit["flash_bytes"], ram_bytes=fit["ram_bytes"], macs=fit["macs"]))
+    limits = {pair: bound_by(budget, fits[pair], widths[pair], max_width) for pair in fits}
     candidates = [{"label": r.label, "conv_bits": r.conv_bits, "dw_bits": r.dw_bits,
                    "width_multiplier": r.width_multiplier, "status": r.status,
                    "reason": reasons.get((r.conv_bits, r.dw_bits))
                    or (r.message.strip().splitlines()[-1] if r.message else None),
                    "eq6_bits": fits[(r.conv_bits, r.dw_bits)]["eq6_bits"],
+                   "bound_by": limits[(r.conv_bits, r.dw_bits)][0],
+                   "budget_use": limits[(r.conv_bits, r.dw_bits)][1],
                    "flash_bytes": r.flash_bytes, "ram_bytes": r.ram_bytes, "macs": r.macs,
                    "accuracy": r.accuracy, "accuracy_std": r.accuracy_std,
                    "accuracies": r.accuracies, "seeds": r.seeds,

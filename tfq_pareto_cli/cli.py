@@ -649,15 +649,16 @@ def _fit_budget(args, out):
         _run_config(args), budget, bits=args.bits, recipe=_search_recipe(args), out_dir=args.out,
         datasets=datasets, verbose=0 if args.quiet else 2, max_width=args.max_width,
         seeds=args.seeds)
-    print(f"{'bits':>6}{'width':>8}{'flash KiB':>11}{'RAM KiB':>9}{'MMACs':>8}{'accuracy':>17}"
-          "  status", file=out)
+    print(f"{'bits':>6}{'width':>8}{'bound by':>10}{'flash KiB':>11}{'RAM KiB':>9}{'MMACs':>8}"
+          f"{'accuracy':>17}  status", file=out)
     for c in result["candidates"]:
         width = f"{c['width_multiplier']:.3f}" if c["width_multiplier"] else "-"
         flash = f"{c['flash_bytes'] / 1024:.1f}" if c["flash_bytes"] else "-"
         ram = f"{c['ram_bytes'] / 1024:.1f}" if c["ram_bytes"] else "-"
         macs = f"{c['macs'] / 1e6:.2f}" if c["macs"] else "-"
         acc = _accuracy_text(c["accuracy"], c["accuracy_std"])
-        print(f"{c['label']:>6}{width:>8}{flash:>11}{ram:>9}{macs:>8}{acc:>17}  {c['status']} "
+        print(f"{c['label']:>6}{width:>8}{c['bound_by'] or '-':>10}{flash:>11}{ram:>9}{macs:>8}"
+              f"{acc:>17}  {c['status']} "
               f"{c['reason'] or ''}", file=out)
     pick, certificate = result["pick"], result["certificate"]
     margins = certificate["budget"]["margins"]
