@@ -15,7 +15,9 @@ fails 16 bytes below it).
     python benchmarks/mcu_fit.py --seeds 2          # hours on 2 cores
 
 Writes ``benchmarks/results/mcu_fit/summary.json`` after every run (resumable:
-each run's folder keeps its probes, trials and export).
+each run's folder keeps its probes, trials and export; a run of some models or
+budgets keeps the other rows of the summary, if they were measured on the same
+schedule).
 """
 
 import argparse
@@ -100,6 +102,16 @@ def main():
                             "test_images": datasets.info.num_test, "act_bits": recipe.act_bits,
                             "max_width": args.max_width},
                "budgets_kib": budgets, "rows": []}
+    if os.path.exists(summary_path):  # a run of some rows keeps the others' rows
+        with open(summary_path, encoding="utf-8") as f:
+            previous = json.load(f)
+        differ = {k: (previous["schedule"][k], v) for k, v in summary["schedule"].items()
+                  if k in previous.get("schedule", {}) and previous["schedule"][k] != v}
+        if differ:
+            parser.error(f"{summary_path} was measured on another schedule ({differ}: old, "
+                         f"new); use another --out or the same settings")
+        summary["rows"] = previous["rows"]
+        summary["budgets_kib"] = {**previous.get("budgets_kib", {}), **budgets}
     for model in models:
         bits = [int(b) for b in (args.mobilenet_bits if model == "mobilenet_v2_cifar"
                                  else args.bits).split(",")]

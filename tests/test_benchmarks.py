@@ -300,3 +300,17 @@ def test_mcu_fit_benchmark_picks_certifies_and_compares_with_8_bit(tmp_path):
     assert run["pick"]["accuracy"] >= run["eight_bit"]["accuracy"]  # the pick is the best
     assert row["margin_points"] == pytest.approx(
         100 * (run["pick"]["accuracy"] - run["eight_bit"]["accuracy"]))
+    # Another budget later: its row joins the first one's; another schedule is refused.
+    _run("mcu_fit.py", "--models", "resnet_cifar", "--budgets", "other=40:64", "--bits", "1,8",
+         "--seeds", "1", "--epochs", "1", "--train-images", "64", "--max-width", "0.5",
+         "--data-dir", str(tmp_path), "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["budget"] for r in summary["rows"]] == ["tiny", "other"]
+    assert summary["rows"][0] == row and set(summary["budgets_kib"]) == {"tiny", "other"}
+    refused = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "mcu_fit.py"), "--models", "resnet_cifar",
+         "--budgets", "tiny=32:64", "--epochs", "2", "--train-images", "64", "--max-width",
+         "0.5", "--data-dir", str(tmp_path), "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode == 2 and "another schedule" in refused.stderr
+    assert "'epochs': (1, 2)" in refused.stderr
