@@ -221,7 +221,9 @@ def main():
             "grid_train_seconds": grid_seconds,
             "grid_ranking": ranked_grid,
             "proxy_vs_grid_rank": {"spearman": agreement["spearman"],
-                                   "p_value": agreement["p_value"], "pairs": agreement["n"]},
+                                   "p_value": agreement["p_value"],
+                                   "p_value_method": agreement["p_value_method"],
+                                   "pairs": agreement["n"]},
             "proxy_accuracies": {f"{c}/{d}": a for (c, d), a in
                                  ((tuple(_pair(r)), r.accuracy) for r in proxy_done)},
             "proxy_search": strategies,

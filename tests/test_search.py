@@ -1,6 +1,7 @@
 """Pareto front, Definition 4.1, sweeps and searches with keras-tuner."""
 
 import dataclasses
+import itertools
 import json
 import os
 
@@ -50,9 +51,19 @@ def test_rank_agreement_is_spearmans_rho_over_the_common_keys():
     result = search.rank_agreement(proxy, grid)
     assert result["n"] == 5 and (4, 8) not in result["keys"]
     assert result["spearman"] == pytest.approx(0.8)
-    assert 0 < result["p_value"] < 1
+    # Exact two-sided p-value, counted over all 5! = 120 orders of the grid's ranks with
+    # the textbook formula: those with |rho| >= 0.8.
+    extreme = sum(abs(1 - 6 * sum((i + 1 - r) ** 2 for i, r in enumerate(order)) / 120) >= 0.8 - 1e-9
+                  for order in itertools.permutations(range(1, 6)))
+    assert result["p_value_method"] == "exact"
+    assert result["p_value"] == pytest.approx(extreme / 120)
     reversed_grid = {k: -v for k, v in proxy.items()}
-    assert search.rank_agreement(proxy, reversed_grid)["spearman"] == pytest.approx(-1.0)
+    perfect = search.rank_agreement(proxy, reversed_grid)
+    assert perfect["spearman"] == pytest.approx(-1.0)
+    assert perfect["p_value"] == pytest.approx(2 / 120)  # the two perfect orders of 120
+    # Ten keys: the t approximation of scipy.stats.spearmanr.
+    many = search.rank_agreement({k: k for k in range(10)}, {k: (k * 7) % 10 for k in range(10)})
+    assert many["p_value_method"] == "t approximation" and many["n"] == 10
 
 
 def test_rank_agreement_needs_three_keys_and_a_ranking():

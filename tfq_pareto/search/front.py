@@ -163,22 +163,31 @@ def _pairwise(curves, compare):
     return matrix
 
 
+#: Up to this many keys, rank_agreement's p-value is exact (every one of the n! pairings).
+EXACT_RANK_KEYS = 9
+
+
 def rank_agreement(scores_a, scores_b):
     """How well one ranking of configurations predicts another: Spearman's rho.
 
     E.g. a cheap proxy's accuracy per (conv_bits, dw_bits) pair against the full
     grid's mean accuracy per pair (issue 16: a proxy that cannot rank is noise).
     Spearman's rank correlation (``scipy.stats.spearmanr``; ties get their
-    average rank) over the keys both mappings score.
+    average rank) over the keys both mappings score. Its two-sided p-value (the
+    chance of a correlation at least this strong in either direction if the two
+    rankings were unrelated) is exact for up to :data:`EXACT_RANK_KEYS` keys
+    (``scipy.stats.permutation_test`` over every pairing: with 4 keys even a
+    perfect agreement has p = 2/24), and the t approximation of ``spearmanr``
+    above that.
 
     Args:
       scores_a, scores_b: ``{key: score}``; keys any hashable (e.g. ``(1, 4)``),
         None scores are left out.
 
     Returns:
-      ``{"spearman": rho, "p_value": p, "n": number of common keys, "keys": [...]}``;
-      ``spearman`` and ``p_value`` are None with fewer than 3 common keys or a
-      constant score (no ranking to compare).
+      ``{"spearman": rho, "p_value": p, "p_value_method": "exact" | "t approximation",
+      "n": number of common keys, "keys": [...]}``; ``spearman`` and ``p_value`` are
+      None with fewer than 3 common keys or a constant score (no ranking to compare).
     """
     from scipy import stats  # pylint: disable=import-outside-toplevel
 
@@ -186,9 +195,24 @@ def rank_agreement(scores_a, scores_b):
                    and scores_a[k] is not None and scores_b[k] is not None), key=repr)
     a = np.array([float(scores_a[k]) for k in keys])
     b = np.array([float(scores_b[k]) for k in keys])
-    result = {"spearman": None, "p_value": None, "n": len(keys), "keys": keys}
+    result = {"spearman": None, "p_value": None, "p_value_method": None, "n": len(keys),
+              "keys": keys}
     if len(keys) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return result
     rho, p_value = stats.spearmanr(a, b)
-    result.update(spearman=float(rho), p_value=float(p_value))
+    method = "t approximation"
+    if len(keys) <= EXACT_RANK_KEYS:
+        ranks_b = stats.rankdata(b)
+        centred_b = ranks_b - ranks_b.mean()
+
+        def pearson_of_ranks(ranks_a, axis):
+            centred = ranks_a - ranks_a.mean(axis=axis, keepdims=True)
+            return (centred * centred_b).sum(axis=axis) / np.sqrt(
+                (centred ** 2).sum(axis=axis) * (centred_b ** 2).sum())
+
+        p_value = stats.permutation_test(
+            (stats.rankdata(a),), pearson_of_ranks, permutation_type="pairings",
+            n_resamples=np.inf, vectorized=True, alternative="two-sided").pvalue
+        method = "exact"
+    result.update(spearman=float(rho), p_value=float(p_value), p_value_method=method)
     return result
