@@ -59,6 +59,48 @@ def test_dual_precision_figures_are_quoted():
         assert f"{strategy['ratio_to_grid']:.2f}" in doc
 
 
+@pytest.mark.parametrize("summary_file", ["summary.json", "summary_proxy_3epochs.json"])
+def test_search_cost_figures_are_quoted(summary_file):
+    """Issue 16 part 3 on ResNet-20: the grid's means and spreads, the gain over 8-bit, and
+    each proxy's rank correlation, cost ratio and pick."""
+    summary, doc = _load("dual_precision_resnet_cifar", summary_file), _doc()
+    for record in summary["grid"]:
+        if record["accuracy"] is not None:
+            quoted = f"{_pct(record['accuracy'])[:-1]} +- {100 * record['accuracy_std']:.2f}"
+            assert quoted in doc, record
+    assert f"{summary['gain_over_8bit_points']:+.2f} points" in doc
+    assert f"pooled std {summary['gain_pooled_std_points']:.2f}" in doc
+    cost = summary["search_cost"]
+    proxy = cost["proxy_search"][0]["proxy"]
+    rank = cost["proxy_vs_grid_rank"]
+    label = f"proxy at {proxy['fraction']} of the budget, {proxy['epochs']} epoch(s)"
+    assert label in doc, label
+    assert f"rho {rank['spearman']:+.2f} (p = {rank['p_value']:.2f})" in doc
+    flat = " ".join(doc.split())
+    accuracies = " / ".join(f"{100 * cost['proxy_accuracies'][f'{b}/None']:.2f}"
+                            for b in (1, 2, 4, 8))
+    assert accuracies in flat, accuracies
+    assert f"one training per precision ({cost['grid_train_seconds']:.0f} s)" in flat
+    grid_epoch = cost["grid_train_seconds"] / (len(summary["grid"]) * summary["schedule"]["epochs"])
+    proxy_epoch = proxy["train_seconds"] / (proxy["trials"] * proxy["epochs"])
+    if proxy["epochs"] == 1:
+        assert f"one proxy epoch took {proxy_epoch:.0f} s on average, one grid epoch " \
+               f"{grid_epoch:.0f} s" in flat
+    for record in summary["grid"]:
+        row = (f"| {record['conv_bits']}-bit | {record['width']:.4f} | {record['size_kib']:.2f} KiB "
+               f"| {_pct(record['accuracy'])[:-1]} +- {100 * record['accuracy_std']:.2f} | "
+               f"{', '.join(_pct(a)[:-1] for a in record['accuracies'])} | "
+               f"{record['train_seconds'] / len(record['seeds']):.0f} |")
+        assert row in doc, row
+    for strategy in cost["proxy_search"]:
+        pick = strategy["pick"]
+        row = (f"| {label}, top {strategy['top_k']} | {strategy['ratio_to_grid']:.2f} | "
+               f"{pick['conv_bits']}-bit | {strategy['grid_rank_of_pick']} | "
+               f"{strategy['points_below_grid_best']:.2f} | "
+               f"{'yes' if strategy['within_grid_spread'] else 'no'} |")
+        assert row in doc, row
+
+
 def test_ablation_figures_are_quoted():
     summary, doc = _load("ablation_resnet20_2bit", "summary.json"), _doc()
     for accuracy in summary["accuracy"].values():
