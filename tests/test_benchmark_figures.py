@@ -241,6 +241,22 @@ def test_mcu_fit_figures_are_quoted():
         summary_row = (f"pick {_pct(row['pick_mean'])[:-1]} +- {100 * row['pick_std']:.2f}% vs 8-bit "
                        f"{_pct(row['eight_bit_mean'])[:-1]} +- {100 * row['eight_bit_std']:.2f}%")
         assert summary_row in doc, summary_row
+    large = [_load("mcu_fit", "resnet_cifar_large", f"seed{k}", "results.json") for k in (0, 1)]
+    flat = " ".join(doc.split())
+    by_label = [{c["label"]: c for c in seed["candidates"]} for seed in large]
+    for label in ("1-bit", "2-bit", "4-bit"):
+        quoted = f"{_pct(by_label[0][label]['accuracy'])[:-1]} / {_pct(by_label[1][label]['accuracy'])}"
+        assert f"{quoted} ({label}" in flat or f"{quoted}\n({label}" in doc, quoted
+    first = by_label[0]
+    assert first["1-bit"]["bound_by"] == first["2-bit"]["bound_by"] == "max_width"
+    assert first["4-bit"]["bound_by"] == first["8-bit"]["bound_by"] == "flash"
+    assert (f"widths {first['4-bit']['width_multiplier']:.2f} and "
+            f"{first['8-bit']['width_multiplier']:.2f}, {100 * first['4-bit']['budget_use']['flash']:.0f}% "
+            f"and {100 * first['8-bit']['budget_use']['flash']:.1f}% of the flash") in flat
+    assert (f"using {100 * first['1-bit']['budget_use']['flash']:.0f}% and "
+            f"{100 * first['2-bit']['budget_use']['flash']:.0f}% of the flash") in flat
+    assert (f"at {first['1-bit']['macs']:,} MACs, "
+            f"{first['1-bit']['macs'] / first['8-bit']['macs']:.1f}x the 8-bit model's") in flat
     seed0 = _load("mcu_fit", "resnet_cifar_small", "seed0", "results.json")
     widths = {c["label"]: c["width_multiplier"] for c in seed0["candidates"]}
     flash = {c["label"]: c["flash_bytes"] for c in seed0["candidates"]}
