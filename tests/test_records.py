@@ -126,6 +126,23 @@ def test_sweep_passes_records_through_and_trains_only_the_listed_pairs(tmp_path,
     assert search.replot(str(tmp_path)) == [str(tmp_path / "pareto.png")]
 
 
+def test_a_sweep_resumed_with_more_widths_trains_only_the_new_ones(tmp_path, monkeypatch):
+    # keras-tuner's reload restores the grid saved with the project; the sweep must use
+    # the one it is given, or the added width is silently never trained.
+    calls = []
+    monkeypatch.setattr(experiment, "run", _fake_run(calls))
+    base = experiment.RunConfig(model="resnet_cifar", dataset="digits")
+    kwargs = dict(bits=[1], recipe=RECIPE, out_dir=str(tmp_path), datasets=_tiny_datasets())
+    search.sweep(base, width_multipliers=[0.25], **kwargs)
+    assert [c.width_multiplier for c in calls] == [0.25]
+    result = search.sweep(base, width_multipliers=[0.25, 0.5], **kwargs)
+    assert [c.width_multiplier for c in calls] == [0.25, 0.5]  # 0.25 is not retrained
+    assert sorted(r.width_multiplier for r in result["records"]) == [0.25, 0.5]
+    # A shorter list trains nothing and keeps the finished trials in the records.
+    result = search.sweep(base, width_multipliers=[0.5], **kwargs)
+    assert len(calls) == 2 and len(result["records"]) == 2
+
+
 def test_budget_of_and_sweep_accept_the_old_width_names(tmp_path):
     info = _tiny_datasets().info
     base = experiment.RunConfig(model="resnet_cifar", dataset="digits")

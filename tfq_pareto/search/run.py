@@ -187,7 +187,8 @@ def sweep(base_config, *, bits, width_multipliers=None, budgets_bits=None, recip
       budgets_bits: Eq. (6) budgets; each precision is widened to each of them
         (unreachable ones are recorded as failed trials with the reason).
       recipe: :class:`tfq_pareto.training.Recipe`.
-      out_dir: results folder (resumable).
+      out_dir: results folder (resumable; resumed with more widths, budgets or
+        precisions, it trains only the new points).
       datasets: ``(train, test, info)``; default: load ``base_config.dataset``.
       measure: adds fields to each trained record (see
         :class:`~tfq_pareto.search.PrecisionTuner`; ``tfq-pareto sweep --measure-fit``

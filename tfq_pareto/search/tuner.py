@@ -56,11 +56,22 @@ class ResumableGridOracle(kt.Oracle):
     ``allowed`` (a function of a point's values dict) keeps only some points of
     the product, e.g. a sweep over listed (conv_bits, dw_bits) pairs, not their
     cross product; the others are never tried.
+
+    The grid is always the one given to this oracle, also when it resumes a
+    project: keras-tuner's reload would put back the space saved with the
+    project, so a sweep resumed with a longer width (or budget, or precision)
+    list would silently train none of the new values. Finished trials of points
+    the new grid lacks stay finished (and in the records); they are not retrained.
     """
 
     def __init__(self, *args, allowed=None, **kwargs):
         self.allowed = allowed
         super().__init__(*args, **kwargs)
+        self._requested_space = self.hyperparameters.copy()
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.hyperparameters = self._requested_space.copy()
 
     def _grid(self):
         space = self.hyperparameters.space
