@@ -56,13 +56,6 @@ def _trainings(record):
     return len(record.seeds) if record.seeds else 1
 
 
-def _pooled(*stds):
-    """Pooled standard deviation of points with one spread each; None if one is unknown."""
-    if any(s is None for s in stds):
-        return None
-    return (sum(s * s for s in stds) / len(stds)) ** 0.5
-
-
 #: Families with depthwise convs (vgg11 with a variant), and ResNet-20 (conv bits only).
 MODELS = ("mobilenet_v2_cifar", "inv_resnet26", "vgg11", "resnet_cifar")
 
@@ -155,7 +148,7 @@ def main():
         pick = max(finals, key=lambda r: r.accuracy) if finals else None
         final_seconds = sum(per_training[tuple(_pair(r))] for r in finals)
         seconds = proxy_seconds + final_seconds
-        spread = None if pick is None or best is None else _pooled(pick.accuracy_std,
+        spread = None if pick is None or best is None else search.pooled_std(pick.accuracy_std,
                                                                    best.accuracy_std)
         strategies.append({
             "top_k": k,
@@ -189,7 +182,7 @@ def main():
             "accuracy_std": r.accuracy_std, "accuracies": r.accuracies, "seeds": r.seeds,
             "train_seconds": r.train_seconds}
 
-    gain_spread = None if eight is None or best is None else _pooled(best.accuracy_std,
+    gain_spread = None if eight is None or best is None else search.pooled_std(best.accuracy_std,
                                                                      eight.accuracy_std)
     summary = {
         "model": name,

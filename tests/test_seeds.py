@@ -50,6 +50,17 @@ def test_combined_seeds_hold_each_value_the_mean_and_the_sample_spread():
         combine_seeds([runs[0], _record(1, None, "x.h5")])
 
 
+def test_pooled_std_is_the_root_mean_square_of_the_spreads():
+    # Two points with spreads 0.03 and 0.04: sqrt((0.0009 + 0.0016) / 2) = sqrt(0.00125).
+    assert search.pooled_std(0.03, 0.04) == pytest.approx(0.035355339)
+    assert search.pooled_std(0.02) == pytest.approx(0.02)
+    assert search.pooled_std(0.02, None) is None
+    assert np.allclose(search.pooled_std(np.array([0.03, 0.0]), np.array([0.04, 0.0])),
+                       [0.035355339, 0.0])
+    with pytest.raises(ValueError, match="at least one"):
+        search.pooled_std()
+
+
 def test_dominance_beyond_spread_compares_margins_with_the_pooled_deviation():
     a = [(100, 0.60, 0.01), (200, 0.70, 0.01)]
     close = [(100, 0.58, 0.03), (200, 0.69, 0.03)]   # margins 0.02 and 0.01 < pooled 0.0224

@@ -89,7 +89,7 @@ def compare(low, high):
                 "verdict": f"{low.label} minus {high.label}: {margin:+.2f} points from one seed "
                            "each; with one seed the spread is unknown, so this does not show "
                            "that either is better (run with seeds >= 2)"}
-    pooled = 100 * ((low.accuracy_std ** 2 + high.accuracy_std ** 2) / 2) ** 0.5
+    pooled = 100 * search.pooled_std(low.accuracy_std, high.accuracy_std)
     beyond = abs(margin) > pooled
     if beyond:
         winner, loser = (low, high) if margin > 0 else (high, low)

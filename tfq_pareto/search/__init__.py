@@ -15,6 +15,7 @@ from tfq_pareto.search.front import (
     dominates,
     dominates_beyond_spread,
     pareto_front,
+    pooled_std,
     rank_agreement,
 )
 from tfq_pareto.search.run import (
@@ -38,6 +39,7 @@ __all__ = [
     "dual_precision_search",
     "make_oracle",
     "pareto_front",
+    "pooled_std",
     "proxy_search",
     "rank_agreement",
     "replot",

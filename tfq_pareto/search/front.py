@@ -88,6 +88,20 @@ def _common_sizes(sizes_a, sizes_b):
     return grid[(grid >= low) & (grid <= high)]
 
 
+def pooled_std(*stds):
+    """Pooled standard deviation ``sqrt(mean(std_i^2))`` of points with equal seed counts.
+
+    The spread a comparison of two means must exceed (``pooled_std(std_a, std_b)``);
+    None when any spread is unknown (a point trained with one seed). Works on
+    floats and on NumPy arrays alike.
+    """
+    if not stds:
+        raise ValueError("pooled_std needs at least one standard deviation")
+    if any(s is None for s in stds):
+        return None
+    return (sum(np.square(s) for s in stds) / len(stds)) ** 0.5
+
+
 def dominates_beyond_spread(a, b):
     """Definition 4.1 on mean accuracies, with every margin larger than the seed spread.
 
@@ -115,8 +129,7 @@ def dominates_beyond_spread(a, b):
     std_b = np.array([float(p[2]) for p in order_b])
     grid = _common_sizes(sizes_a, sizes_b)
     margin = np.interp(grid, sizes_a, mean_a) - np.interp(grid, sizes_b, mean_b)
-    pooled = np.sqrt((np.interp(grid, sizes_a, std_a) ** 2
-                      + np.interp(grid, sizes_b, std_b) ** 2) / 2)
+    pooled = pooled_std(np.interp(grid, sizes_a, std_a), np.interp(grid, sizes_b, std_b))
     return bool(np.all(margin > pooled))
 
 
