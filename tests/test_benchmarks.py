@@ -216,6 +216,55 @@ def test_training_floor_benchmark_reports_mean_spread_and_margin(tmp_path):
 
 
 @pytest.mark.slow
+def test_floor_ablation_trains_each_variant_and_the_float_one_has_no_quantizer(tmp_path):
+    _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
+    out = tmp_path / "out"
+    _run("floor_ablation.py", "--variants", "current,float,noaug+reflect", "--bits", "8",
+         "--epochs", "1", "--train-images", "64", "--data-dir", str(tmp_path), "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert {r["variant"] for r in summary["runs"]} == {"current", "float", "noaug+reflect"}
+    assert summary["reference"]["8"] == 65.0 and summary["setting"]["act_bits"] == 8
+    from tfq_pareto import load_model  # pylint: disable=import-outside-toplevel
+
+    def wrapped(variant):
+        model = load_model(str(out / f"{variant}_b8_s0" / "model.h5"), compile=False)
+        return sum("Quantize" in type(layer).__name__ for layer in model.layers)
+
+    assert wrapped("float") == 0 and wrapped("current") > 0
+
+
+def test_floor_ablation_variants_patch_the_library_and_undo_it():
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import floor_ablation  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.remove(BENCHMARKS)
+    from tfq_pareto import data, experiment, keras  # pylint: disable=import-outside-toplevel
+
+    originals = (experiment.apply, data.pipeline, data._crop,  # pylint: disable=protected-access
+                 keras.layers.Conv2D.__init__, keras.layers.BatchNormalization.__init__)
+    undo = []
+    for name in ("float", "noaug", "reflect", "glorot", "bn099"):
+        floor_ablation._apply_variant(name, undo)  # pylint: disable=protected-access
+    conv = keras.layers.Conv2D(4, 3, kernel_initializer="he_normal")  # as the families build
+    assert type(conv.kernel_initializer).__name__ == "GlorotUniform"
+    assert keras.layers.BatchNormalization().momentum == 0.99
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3)])
+    assert experiment.apply(model, conv_bits=1) is model
+    image = np.arange(16, dtype=np.float32).reshape(4, 4, 1)
+    crop = floor_ablation._reflect_crop(image, 2, False,  # pylint: disable=protected-access
+                                        np.array([1, 2], np.int64))
+    # Every value of a reflection-padded crop is one of the image's (no zero border).
+    assert set(np.asarray(crop).ravel()) <= set(image.ravel())
+    for obj, name, value in reversed(undo):
+        setattr(obj, name, value)
+    assert (experiment.apply, data.pipeline, data._crop,  # pylint: disable=protected-access
+            keras.layers.Conv2D.__init__, keras.layers.BatchNormalization.__init__) == originals
+    conv = keras.layers.Conv2D(4, 3, kernel_initializer="he_normal")
+    assert type(conv.kernel_initializer).__name__ == "HeNormal"
+
+
+@pytest.mark.slow
 def test_ablation_benchmark_trains_each_variant(tmp_path):
     _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
     out = tmp_path / "out"
