@@ -15,6 +15,9 @@ once per variant and seed. Variants (``+`` combines them, e.g. ``float+noaug``):
 * ``reflect``: the 4-pixel crop pads by reflection instead of with zeros;
 * ``glorot``: convs initialised with tf_keras's default ``glorot_uniform``
   instead of ``he_normal``;
+* ``torch_init``: convs initialised as PyTorch's ``Conv2d`` default (the paper's
+  framework): ``kaiming_uniform(a=sqrt(5))``, i.e. uniform in +-1/sqrt(fan_in),
+  variance 1 / (3 fan_in), a sixth of ``he_normal``'s;
 * ``bn099``: BatchNormalization momentum 0.99 (tf_keras's default) instead of 0.9;
 * ``decoupled``: tf_keras's decoupled ``SGD(weight_decay=...)`` on every weight
   instead of the L2 term on kernels (``training.L2SGD``).
@@ -92,6 +95,12 @@ def _apply_variant(name, undo):
         _patch(data_lib, "_crop", _reflect_crop, undo)
     elif name == "glorot":
         _with_kwarg(keras.layers.Conv2D, "kernel_initializer", "glorot_uniform", undo)
+    elif name == "torch_init":
+        # A config, not an instance: each layer gets its own (an unseeded instance shared
+        # by layers would give same-shaped kernels the same values).
+        _with_kwarg(keras.layers.Conv2D, "kernel_initializer", {
+            "class_name": "VarianceScaling",
+            "config": {"scale": 1 / 3, "mode": "fan_in", "distribution": "uniform"}}, undo)
     elif name == "bn099":
         _with_kwarg(keras.layers.BatchNormalization, "momentum", 0.99, undo)
     elif name == "decoupled":
@@ -108,8 +117,15 @@ def _apply_variant(name, undo):
         raise ValueError(name)
 
 
-VARIANTS = ("current", "float", "tfmot_ranges", "noaug", "reflect", "glorot", "bn099",
-            "decoupled")
+def _read_runs(path):
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return {(r["variant"], r["conv_bits"], r["seed"]): r for r in json.load(f)["runs"]}
+
+
+VARIANTS = ("current", "float", "tfmot_ranges", "noaug", "reflect", "glorot", "torch_init",
+            "bn099", "decoupled")
 
 
 def main():
@@ -130,10 +146,6 @@ def main():
     seeds = [int(s) for s in args.seeds.split(",")]
     os.makedirs(args.out, exist_ok=True)
     summary_path = os.path.join(args.out, "summary.json")
-    runs = {}
-    if os.path.exists(summary_path):
-        with open(summary_path, encoding="utf-8") as f:
-            runs = {(r["variant"], r["conv_bits"], r["seed"]): r for r in json.load(f)["runs"]}
     datasets = load_cifar(args.train_images, args.data_dir)
     recipe = dataclasses.replace(training.CIFAR, epochs=args.epochs, warmup_epochs=1, act_bits=8)
     half_test = _every_other(datasets[1], datasets[2], recipe.batch_size)
@@ -154,6 +166,7 @@ def main():
             model = tfq_pareto.load_model(record.model_file, compile=False)
             model.compile(metrics=[keras.metrics.SparseCategoricalAccuracy()])
             half = float(model.evaluate(half_test, verbose=0)[-1])
+            runs = _read_runs(summary_path)  # re-read: another process may have added runs
             runs[(variant, args.bits, seed)] = {
                 "variant": variant, "conv_bits": args.bits, "seed": seed,
                 "width": config.width_multiplier, "accuracy_full": record.accuracy,

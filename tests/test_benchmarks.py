@@ -244,6 +244,16 @@ def test_floor_ablation_variants_patch_the_library_and_undo_it():
     originals = (experiment.apply, data.pipeline, data._crop,  # pylint: disable=protected-access
                  keras.layers.Conv2D.__init__, keras.layers.BatchNormalization.__init__)
     undo = []
+    floor_ablation._apply_variant("torch_init", undo)  # pylint: disable=protected-access
+    # PyTorch's Conv2d default: uniform in +-1/sqrt(fan_in); fan_in = 3 * 3 * 64 = 576.
+    two = keras.Sequential([keras.Input((8, 8, 64)), keras.layers.Conv2D(64, 3, padding="same"),
+                            keras.layers.Conv2D(64, 3)])
+    kernels = [layer.kernel.numpy() for layer in two.layers]
+    assert all(np.abs(k).max() <= 1 / np.sqrt(576) + 1e-7 for k in kernels)
+    assert np.var(kernels[0]) == pytest.approx(1 / (3 * 576), rel=0.1)
+    assert not np.allclose(kernels[0], kernels[1])  # each layer its own draw
+    obj, name, value = undo.pop()
+    setattr(obj, name, value)
     for name in ("float", "noaug", "reflect", "glorot", "bn099"):
         floor_ablation._apply_variant(name, undo)  # pylint: disable=protected-access
     conv = keras.layers.Conv2D(4, 3, kernel_initializer="he_normal")  # as the families build
