@@ -5,7 +5,10 @@ The floor's setting (``training_floor.py``: ResNet-20 at the Eq. (6) size of the
 8-bit activations, the Appendix A recipe otherwise), at one precision, trained
 once per variant and seed. Variants (``+`` combines them, e.g. ``float+noaug``):
 
-* ``current``: the library as it is;
+* ``current``: the library as it is (since issue 14's fix, convs start as PyTorch's
+  ``Conv2d`` default, see ``tfq_pareto.models._layers``);
+* ``he_normal``: convs initialised with ``he_normal``, the library's init before
+  that fix (the floor's ``benchmarks/results/training_floor`` runs used it);
 * ``float``: no quantizer at all (``apply`` skipped): what the 8-bit model would
   reach if quantization cost nothing, so the gap to the reference that remains
   is the training pipeline's, not the quantizers';
@@ -17,12 +20,13 @@ once per variant and seed. Variants (``+`` combines them, e.g. ``float+noaug``):
   instead of ``he_normal``;
 * ``torch_init``: convs initialised as PyTorch's ``Conv2d`` default (the paper's
   framework): ``kaiming_uniform(a=sqrt(5))``, i.e. uniform in +-1/sqrt(fan_in),
-  variance 1 / (3 fan_in), a sixth of ``he_normal``'s;
+  variance 1 / (3 fan_in), a sixth of ``he_normal``'s (as ``current`` now does for
+  ResNet-20, through tf_keras's ``VarianceScaling`` here);
 * ``bn099``: BatchNormalization momentum 0.99 (tf_keras's default) instead of 0.9;
 * ``decoupled``: tf_keras's decoupled ``SGD(weight_decay=...)`` on every weight
   instead of the L2 term on kernels (``training.L2SGD``).
 
-    python benchmarks/floor_ablation.py --variants current,float,noaug --bits 8
+    python benchmarks/floor_ablation.py --variants he_normal,torch_init --bits 8 --seeds 0,1
 
 Accuracy on the full test set and on every other test image (the reference's
 5,000). Writes ``benchmarks/results/training_floor/ablation/summary.json`` after
@@ -93,6 +97,8 @@ def _apply_variant(name, undo):
         _patch(data_lib, "pipeline", no_augmentation, undo)
     elif name == "reflect":
         _patch(data_lib, "_crop", _reflect_crop, undo)
+    elif name == "he_normal":
+        _with_kwarg(keras.layers.Conv2D, "kernel_initializer", "he_normal", undo)
     elif name == "glorot":
         _with_kwarg(keras.layers.Conv2D, "kernel_initializer", "glorot_uniform", undo)
     elif name == "torch_init":
@@ -124,13 +130,13 @@ def _read_runs(path):
         return {(r["variant"], r["conv_bits"], r["seed"]): r for r in json.load(f)["runs"]}
 
 
-VARIANTS = ("current", "float", "tfmot_ranges", "noaug", "reflect", "glorot", "torch_init",
-            "bn099", "decoupled")
+VARIANTS = ("current", "he_normal", "float", "tfmot_ranges", "noaug", "reflect", "glorot",
+            "torch_init", "bn099", "decoupled")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="current,float,noaug,reflect")
+    parser.add_argument("--variants", default="he_normal,torch_init")
     parser.add_argument("--bits", type=int, default=8, choices=sorted(WIDTHS))
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--epochs", type=int, default=8)
@@ -163,7 +169,7 @@ def main():
             finally:
                 for obj, name, value in reversed(undo):
                     setattr(obj, name, value)
-            model = tfq_pareto.load_model(record.model_file, compile=False)
+            model = tfq_pareto.load_model(os.path.join(out, experiment.MODEL_FILE), compile=False)
             model.compile(metrics=[keras.metrics.SparseCategoricalAccuracy()])
             half = float(model.evaluate(half_test, verbose=0)[-1])
             runs = _read_runs(summary_path)  # re-read: another process may have added runs
