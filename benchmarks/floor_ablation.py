@@ -38,6 +38,8 @@ import dataclasses
 import json
 import os
 
+import numpy as np
+
 import tfq_pareto
 from figure1_cifar import SHARED, load_cifar  # benchmarks/ is the script's folder
 from training_floor import REFERENCE, _every_other
@@ -123,6 +125,22 @@ def _apply_variant(name, undo):
         raise ValueError(name)
 
 
+def _per_variant(runs):
+    """Mean and sample std (None for one seed) in points per (variant, bits), both test sets."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((run["variant"], run["conv_bits"]), []).append(run)
+    rows = []
+    for (variant, bits), mine in sorted(groups.items()):
+        row = {"variant": variant, "conv_bits": bits, "seeds": len(mine)}
+        for key in ("accuracy_full", "accuracy_every_other"):
+            values = [100 * r[key] for r in mine]
+            row[f"{key}_mean"] = float(np.mean(values))
+            row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        rows.append(row)
+    return rows
+
+
 def _read_runs(path):
     if not os.path.exists(path):
         return {}
@@ -181,7 +199,7 @@ def main():
                 "setting": {"model": "resnet20_cifar", "train_images": args.train_images,
                             "epochs": args.epochs, "warmup_epochs": 1, "act_bits": 8,
                             "widths": WIDTHS, "recipe": dataclasses.asdict(recipe)},
-                "reference": REFERENCE,
+                "reference": REFERENCE, "per_variant": _per_variant(runs.values()),
                 "runs": sorted(runs.values(), key=lambda r: (r["conv_bits"], r["seed"],
                                                              r["variant"]))})
             print(f"{variant} b{args.bits} s{seed}: full {100 * record.accuracy:.2f}%, "

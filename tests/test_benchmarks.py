@@ -224,6 +224,10 @@ def test_floor_ablation_trains_each_variant_and_the_float_one_has_no_quantizer(t
     summary = json.loads((out / "summary.json").read_text())
     assert {r["variant"] for r in summary["runs"]} == {"current", "float", "noaug+reflect"}
     assert summary["reference"]["8"] == 65.0 and summary["setting"]["act_bits"] == 8
+    rows = {row["variant"]: row for row in summary["per_variant"]}
+    run = next(r for r in summary["runs"] if r["variant"] == "float")
+    assert rows["float"]["accuracy_full_mean"] == pytest.approx(100 * run["accuracy_full"])
+    assert rows["float"]["seeds"] == 1 and rows["float"]["accuracy_full_std"] is None
     from tfq_pareto import load_model  # pylint: disable=import-outside-toplevel
 
     def wrapped(variant):
@@ -252,6 +256,10 @@ def test_floor_ablation_variants_patch_the_library_and_undo_it():
     assert all(np.abs(k).max() <= 1 / np.sqrt(576) + 1e-7 for k in kernels)
     assert np.var(kernels[0]) == pytest.approx(1 / (3 * 576), rel=0.1)
     assert not np.allclose(kernels[0], kernels[1])  # each layer its own draw
+    obj, name, value = undo.pop()
+    setattr(obj, name, value)
+    floor_ablation._apply_variant("he_normal", undo)  # pylint: disable=protected-access
+    assert type(keras.layers.Conv2D(4, 3).kernel_initializer).__name__ == "HeNormal"
     obj, name, value = undo.pop()
     setattr(obj, name, value)
     for name in ("float", "noaug", "reflect", "glorot", "bn099"):
