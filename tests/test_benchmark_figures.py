@@ -38,6 +38,24 @@ def test_training_floor_figures_are_quoted():
         assert f"{row['margin_over_reference']:+.2f}" in doc
 
 
+def test_floor_ablation_figures_are_quoted():
+    summary, doc = _load("training_floor", "ablation", "summary.json"), _doc()
+
+    def mean_std(row, key):
+        mean, std = row[f"{key}_mean"], row[f"{key}_std"]
+        return f"{mean:.2f}" if std is None else f"{mean:.2f} +- {std:.2f}"
+
+    rows = {row["variant"]: row for row in summary["per_variant"]}
+    for row in rows.values():
+        quoted = (f"| {row['variant']} | {row['seeds']} | {mean_std(row, 'accuracy_full')} | "
+                  f"{mean_std(row, 'accuracy_every_other')} |")
+        assert quoted in doc, quoted
+    torch, he = rows["torch_init"], rows["he_normal"]
+    margin = torch["accuracy_full_mean"] - he["accuracy_full_mean"]
+    pooled = ((torch["accuracy_full_std"] ** 2 + he["accuracy_full_std"] ** 2) / 2) ** 0.5
+    assert f"{margin:+.2f} points (pooled std {pooled:.2f})" in doc
+
+
 @pytest.mark.parametrize("model", ["resnet_cifar", "mobilenet_v2_cifar"])
 def test_figure1_figures_are_quoted(model):
     summary, doc = _load(f"figure1_{model}", "summary.json"), _doc()

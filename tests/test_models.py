@@ -207,3 +207,33 @@ def test_every_family_is_registered():
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("build", [
+    lambda: resnet_cifar(20, 0.5, 10),
+    lambda: mobilenet_v2_cifar(0.35, 10),
+    lambda: vgg11(0.5, variant="C", dw_fan_in=(4, 3)),  # grouped convs, 4 inputs per filter
+    lambda: inv_resnet26(0.5, 10),
+], ids=["resnet20", "mobilenet_v2_cifar", "vgg11C_4x3x3", "inv_resnet26"])
+def test_cifar_convs_start_as_pytorchs_conv2d_default(build):
+    # PyTorch's Conv2d default (kaiming_uniform, a = sqrt(5)): U(-b, b) with b = 1/sqrt(fan_in),
+    # fan_in = C_in / groups x K_h x K_w; a depthwise conv has groups = C_in, so fan_in = K x K.
+    # Variance b^2 / 3. fan_in is read here from each kernel's shape, not from the builder.
+    keras.utils.set_random_seed(0)
+    model = build()
+    checked = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            kernel = layer.depthwise_kernel.numpy()
+            fan_in = kernel.shape[0] * kernel.shape[1]
+        elif type(layer) is keras.layers.Conv2D:
+            kernel = layer.kernel.numpy()
+            fan_in = kernel.shape[0] * kernel.shape[1] * kernel.shape[2]  # per group
+        else:
+            continue
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(kernel).max() <= bound + 1e-7, layer.name
+        if kernel.size >= 2000:  # enough draws for the variance to be within 10%
+            assert np.var(kernel) == pytest.approx(bound ** 2 / 3, rel=0.1), layer.name
+        checked += 1
+    assert checked >= 10

@@ -53,6 +53,7 @@ def test_combined_seeds_hold_each_value_the_mean_and_the_sample_spread():
 def test_pooled_std_is_the_root_mean_square_of_the_spreads():
     # Two points with spreads 0.03 and 0.04: sqrt((0.0009 + 0.0016) / 2) = sqrt(0.00125).
     assert search.pooled_std(0.03, 0.04) == pytest.approx(0.035355339)
+    assert type(search.pooled_std(0.03, 0.04)) is float  # so that comparisons give bools
     assert search.pooled_std(0.02) == pytest.approx(0.02)
     assert search.pooled_std(0.02, None) is None
     assert np.allclose(search.pooled_std(np.array([0.03, 0.0]), np.array([0.04, 0.0])),

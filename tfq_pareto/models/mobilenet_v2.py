@@ -20,6 +20,7 @@ from tfq_pareto.models._layers import (
     activate,
     check_builder_args,
     conv_bn,
+    conv_init,
     make_divisible,
 )
 
@@ -66,7 +67,8 @@ def _inverted_residual(x, expansion, filters, strides, name, bn):
     if strides == 2:
         y = keras.layers.ZeroPadding2D(_correct_pad(y), name=f"{name}_pad")(y)
     y = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same" if strides == 1 else "valid",
-                                     use_bias=False, name=f"{name}_dw")(y)
+                                     use_bias=False, depthwise_initializer=conv_init(9),
+                                     name=f"{name}_dw")(y)
     y = keras.layers.BatchNormalization(epsilon=bn["bn_epsilon"], momentum=bn["bn_momentum"],
                                         name=f"{name}_dw_bn")(y)
     y = activate(y, "relu6", f"{name}_dw")

@@ -30,7 +30,9 @@ from tfq_pareto.models._layers import (
     check_builder_args,
     classifier,
     conv_bn,
+    conv_init,
     depthwise_bn,
+    kernel_area,
     scaled,
 )
 
@@ -63,7 +65,9 @@ def _grouped_bn(x, channels_per_group, kernel_size, name):
             f"its {channels_per_group} input channels per filter; choose another "
             "width_multiplier or dw_fan_in")
     x = keras.layers.Conv2D(channels, kernel_size, padding="same", use_bias=False,
-                            groups=channels // channels_per_group, kernel_initializer="he_normal",
+                            groups=channels // channels_per_group,
+                            kernel_initializer=conv_init(
+                                channels_per_group * kernel_area(kernel_size)),
                             name=f"{name}_dw")(x)
     x = keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name=f"{name}_dw_bn")(x)
     return activate(x, "relu", f"{name}_dw")

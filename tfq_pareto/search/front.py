@@ -92,14 +92,15 @@ def pooled_std(*stds):
     """Pooled standard deviation ``sqrt(mean(std_i^2))`` of points with equal seed counts.
 
     The spread a comparison of two means must exceed (``pooled_std(std_a, std_b)``);
-    None when any spread is unknown (a point trained with one seed). Works on
-    floats and on NumPy arrays alike.
+    None when any spread is unknown (a point trained with one seed). Floats give a
+    float, NumPy arrays an array.
     """
     if not stds:
         raise ValueError("pooled_std needs at least one standard deviation")
     if any(s is None for s in stds):
         return None
-    return (sum(np.square(s) for s in stds) / len(stds)) ** 0.5
+    pooled = np.sqrt(sum(np.square(s) for s in stds) / len(stds))
+    return float(pooled) if np.ndim(pooled) == 0 else pooled
 
 
 def dominates_beyond_spread(a, b):
