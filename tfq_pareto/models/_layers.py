@@ -17,7 +17,6 @@ The classifier keeps tf_keras's default initializer.
 
 import math
 
-
 from tfq_pareto import checks
 from tfq_pareto.backend import keras
 
