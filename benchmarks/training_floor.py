@@ -49,6 +49,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bits", default="1,2,4,8")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="train seeds first-seed .. first-seed + seeds - 1 (run one "
+                             "process per seed to use several cores; the summary gathers "
+                             "every finished run in --out)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--warmup-epochs", type=float, default=1)
     parser.add_argument("--train-images", type=int, default=20_000)
@@ -74,7 +78,11 @@ def main():
     runs = []
     widths = {bits: tfq_pareto.width_for_size(builder, budget, conv_bits=bits, tolerance=0.03)
               for bits in bits_list}
-    for seed in range(args.seeds):  # every precision once before any second seed
+    if args.seeds < 1 or args.first_seed < 0:
+        parser.error(f"--seeds must be >= 1 and --first-seed >= 0 (got {args.seeds}, "
+                     f"{args.first_seed})")
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        # every precision once before any second seed
         for bits in bits_list:
             width = widths[bits]
             out = os.path.join(args.out, f"b{bits}_s{seed}")
@@ -94,8 +102,8 @@ def main():
                          "size_bits": record.size_bits, "accuracy_full": record.accuracy,
                          "accuracy_every_other": half, "train_seconds": record.train_seconds})
             training.write_json(os.path.join(args.out, "summary.json"),
-                                _summary(args, budget, recipe, runs))
-    summary = _summary(args, budget, recipe, runs)
+                                _summary(args, budget, recipe, _merge(args.out, runs)))
+    summary = _summary(args, budget, recipe, _merge(args.out, runs))
     training.write_json(os.path.join(args.out, "summary.json"), summary)
     print(f"{'bits':>4}{'width':>8}{'full %':>16}{'5k %':>16}{'reference':>11}{'before':>8}")
     for row in summary["per_precision"]:
@@ -103,6 +111,28 @@ def main():
               f"{_mean_std(row['full_mean'], row['full_std']):>16}"
               f"{_mean_std(row['every_other_mean'], row['every_other_std']):>16}"
               f"{row['reference']:>11.1f}{row['before']:>8.1f}")
+
+
+def _merge(out_dir, runs):
+    """``runs`` plus the finished runs other processes left in ``out_dir`` (by precision, seed).
+
+    A run is finished when its folder holds ``every_other.json`` and ``summary.json``
+    holds its row; rows are read from the summary on disk, so a process that trains
+    seed 1 keeps the seed-0 rows another process wrote.
+    """
+    mine = {(r["conv_bits"], r["seed"]) for r in runs}
+    path = os.path.join(out_dir, "summary.json")
+    merged = list(runs)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for row in json.load(f).get("runs", []):
+                key = (row["conv_bits"], row["seed"])
+                done = os.path.exists(os.path.join(out_dir, f"b{key[0]}_s{key[1]}",
+                                                   "every_other.json"))
+                if key not in mine and done:
+                    merged.append(row)
+                    mine.add(key)
+    return sorted(merged, key=lambda r: (r["seed"], r["conv_bits"]))
 
 
 def _mean_std(mean, std):

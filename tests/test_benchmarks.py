@@ -199,11 +199,14 @@ def test_figure1_benchmark_writes_curves_dominance_and_the_seed_spread(tmp_path)
 def test_training_floor_benchmark_reports_mean_spread_and_margin(tmp_path):
     _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
     out = tmp_path / "out"
-    _run("training_floor.py", "--bits", "1,8", "--seeds", "2", "--epochs", "1",
-         "--warmup-epochs", "0", "--train-images", "64", "--data-dir", str(tmp_path),
-         "--out", str(out))
+    for seed in ("0", "1"):  # one process per seed, as on a multi-core machine
+        _run("training_floor.py", "--bits", "1,8", "--seeds", "1", "--first-seed", seed,
+             "--epochs", "1", "--warmup-epochs", "0", "--train-images", "64",
+             "--data-dir", str(tmp_path), "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["runs"]) == 4 and summary["setting"]["act_bits"] == 8
+    assert sorted((r["conv_bits"], r["seed"]) for r in summary["runs"]) == [
+        (1, 0), (1, 1), (8, 0), (8, 1)]  # the second process kept the first one's rows
     for row in summary["per_precision"]:
         mine = [r for r in summary["runs"] if r["conv_bits"] == row["conv_bits"]]
         half = [100 * r["accuracy_every_other"] for r in mine]
