@@ -119,12 +119,18 @@ class _Probes:
         return self.values[key]
 
 
+def _shares(budget, fit):
+    """The share of each limit ``fit`` uses: ``{"flash": .., "ram": ..[, "macs": ..]}``."""
+    use = {"flash": fit["flash_bytes"] / budget.flash_bytes,
+           "ram": fit["ram_bytes"] / budget.ram_bytes}
+    if budget.max_macs is not None:
+        use["macs"] = fit["macs"] / budget.max_macs
+    return use
+
+
 def _load(budget, fit):
     """The most used share of the budget: max of flash, RAM (and MACs) over their limits."""
-    ratios = [fit["flash_bytes"] / budget.flash_bytes, fit["ram_bytes"] / budget.ram_bytes]
-    if budget.max_macs is not None:
-        ratios.append(fit["macs"] / budget.max_macs)
-    return max(ratios)
+    return max(_shares(budget, fit).values())
 
 
 def bound_by(budget, fit, width, max_width):
@@ -134,11 +140,7 @@ def bound_by(budget, fit, width, max_width):
 
     Also returns the share of each limit the candidate uses (``{"flash": 0.97, ...}``).
     """
-    use = {"flash": fit["flash_bytes"] / budget.flash_bytes,
-           "ram": fit["ram_bytes"] / budget.ram_bytes}
-    if budget.max_macs is not None:
-        use["macs"] = fit["macs"] / budget.max_macs
-    use = {k: round(v, 4) for k, v in use.items()}
+    use = {k: round(v, 4) for k, v in _shares(budget, fit).items()}
     if width is None:
         return None, use
     if width >= max_width:
