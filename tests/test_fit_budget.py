@@ -124,6 +124,31 @@ def test_the_command_refuses_an_incomplete_budget_in_one_line(tmp_path, capsys, 
     assert status == 2 and message in err and len(err.splitlines()) == 1
 
 
+def test_the_command_passes_its_width_range_and_refuses_an_empty_one(tmp_path, capsys,
+                                                                       monkeypatch):
+    import tflite_export  # pylint: disable=import-outside-toplevel
+
+    seen = {}
+
+    def fake_fit_budget(config, budget, **kwargs):
+        seen.update(kwargs, budget=budget)
+        raise tflite_export.BudgetError("stop here")
+
+    monkeypatch.setattr(tflite_export, "fit_budget", fake_fit_budget)
+    argv = ["fit-budget", "--model", "resnet_cifar", "--dataset", "digits", "--flash-kib", "64",
+            "--ram-kib", "16", "--min-width", "0.1", "--max-width", "0.5",
+            "--out", str(tmp_path / "o")]
+    assert cli.main(argv) == 2 and "stop here" in capsys.readouterr().err
+    assert (seen["min_width"], seen["max_width"]) == (0.1, 0.5)
+    assert seen["budget"].ram_bytes == 16 * 1024
+    monkeypatch.undo()  # the real fit_budget refuses min >= max before any work
+    status = cli.main(argv[:-6] + ["--min-width", "0.5", "--max-width", "0.4",
+                                   "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert status == 2 and "need 0 < min_width < max_width" in err
+    assert not (tmp_path / "p").exists()
+
+
 def _readme_command():
     """The README's ``tfq-pareto fit-budget`` line (this test is what runs it)."""
     import shlex  # pylint: disable=import-outside-toplevel

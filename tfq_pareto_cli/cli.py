@@ -622,6 +622,9 @@ def _fit_budget_command(commands):
                      help="multiply-accumulates per inference allowed, e.g. 50e6")
     fit.add_argument("--bits", type=_int_list, default=[1, 2, 4, 8],
                      help="the precision set (default 1,2,4,8)")
+    fit.add_argument("--min-width", type=_positive, default=0.25,
+                     help="narrowest width multiplier searched (default 0.25; a part with "
+                          "little RAM may need a narrower one: activations shrink with width)")
     fit.add_argument("--max-width", type=_positive, default=4.0,
                      help="widest width multiplier searched (default 4)")
     fit.set_defaults(handler=_fit_budget)
@@ -647,8 +650,8 @@ def _fit_budget(args, out):
     datasets = data.load(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
     result = tflite_export.fit_budget(
         _run_config(args), budget, bits=args.bits, recipe=_search_recipe(args), out_dir=args.out,
-        datasets=datasets, verbose=0 if args.quiet else 2, max_width=args.max_width,
-        seeds=args.seeds)
+        datasets=datasets, verbose=0 if args.quiet else 2, min_width=args.min_width,
+        max_width=args.max_width, seeds=args.seeds)
     print(f"{'bits':>6}{'width':>8}{'bound by':>10}{'flash KiB':>11}{'RAM KiB':>9}{'MMACs':>8}"
           f"{'accuracy':>17}  status", file=out)
     for c in result["candidates"]:
