@@ -83,6 +83,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-images", type=int, default=10_000)
     parser.add_argument("--test-images", type=int, default=None)
+    parser.add_argument("--min-width", type=float, default=0.25,
+                        help="narrowest width searched (kept per row: a row measured with "
+                             "another one is replaced, the others are kept)")
     parser.add_argument("--max-width", type=float, default=4.0)
     parser.add_argument("--data-dir", default=SHARED)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "mcu_fit"))
@@ -129,7 +132,8 @@ def main():
                 try:  # the seed goes in the config: fit_budget's trials seed their runs
                     result = tflite_export.fit_budget(
                         dataclasses.replace(config, seed=seed), budget, bits=bits, recipe=recipe,
-                        out_dir=out, datasets=datasets, verbose=2, max_width=args.max_width)
+                        out_dir=out, datasets=datasets, verbose=2, min_width=args.min_width,
+                        max_width=args.max_width)
                 except tflite_export.BudgetError as error:
                     runs.append({"seed": seed, "error": str(error)})
                     continue
@@ -149,7 +153,8 @@ def main():
             eight_mean, eight_std = _stats([r["eight_bit"]["accuracy"] for r in runs
                                             if r.get("eight_bit")])
             row = {"model": model, "budget": budget_name, "flash_kib": flash_kib,
-                   "ram_kib": ram_kib, "bits": bits, "runs": runs, "pick_mean": pick_mean,
+                   "ram_kib": ram_kib, "bits": bits, "min_width": args.min_width,
+                   "runs": runs, "pick_mean": pick_mean,
                    "pick_std": pick_std, "eight_bit_mean": eight_mean,
                    "eight_bit_std": eight_std}
             if pick_mean is not None and eight_mean is not None:

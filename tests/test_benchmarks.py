@@ -373,9 +373,10 @@ def test_mcu_fit_benchmark_picks_certifies_and_compares_with_8_bit(tmp_path):
     # Another budget later: its row joins the first one's; another schedule is refused.
     _run("mcu_fit.py", "--models", "resnet_cifar", "--budgets", "other=40:64", "--bits", "1,8",
          "--seeds", "1", "--epochs", "1", "--train-images", "64", "--max-width", "0.5",
-         "--data-dir", str(tmp_path), "--out", str(out))
+         "--min-width", "0.125", "--data-dir", str(tmp_path), "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert [r["budget"] for r in summary["rows"]] == ["tiny", "other"]
+    assert (row["min_width"], summary["rows"][1]["min_width"]) == (0.25, 0.125)
     assert summary["rows"][0] == row and set(summary["budgets_kib"]) == {"tiny", "other"}
     refused = subprocess.run(
         [sys.executable, os.path.join(BENCHMARKS, "mcu_fit.py"), "--models", "resnet_cifar",
