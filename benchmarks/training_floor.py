@@ -12,7 +12,14 @@ issue's: a minimal tfmot + tf_keras implementation of the same quantizers, one
 seed, on the 5,000 images; and the project's ``sweep`` before the fixes of this
 issue, on the full test set.
 
-    python benchmarks/training_floor.py                # ~40 minutes on 2 cores
+    python benchmarks/training_floor.py      # 2 seeds: about 200 minutes on 2 cores
+
+One training process uses the two cores poorly; one process per seed, each on one
+thread, finished both seeds in 91 minutes here (a 4-bit epoch: 100 s in
+parallel against about 90 s alone):
+
+    for s in 0 1; do TF_NUM_INTRAOP_THREADS=1 python benchmarks/training_floor.py \
+        --seeds 1 --first-seed $s & done; wait
 
 Writes ``benchmarks/results/training_floor/summary.json`` (every run's accuracy,
 the mean and sample standard deviation per precision, the margin over the

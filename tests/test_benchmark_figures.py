@@ -36,6 +36,21 @@ def test_training_floor_figures_are_quoted():
         assert mean_std(row["full_mean"], row["full_std"]) in doc, row["conv_bits"]
         assert mean_std(row["every_other_mean"], row["every_other_std"]) in doc
         assert f"{row['margin_over_reference']:+.2f}" in doc
+    # Each step of the precision order, against the pooled std of the two rows (computed here).
+    rows, text = {r["conv_bits"]: r for r in summary["per_precision"]}, " ".join(doc.split())
+    for high, low in ((1, 2), (2, 4), (4, 8), (1, 8)):
+        margin = rows[high]["full_mean"] - rows[low]["full_mean"]
+        pooled = ((rows[high]["full_std"] ** 2 + rows[low]["full_std"] ** 2) / 2) ** 0.5
+        assert margin > pooled  # the document calls every step beyond the spread
+        assert (f"{high}-bit over {low}-bit by {margin:+.2f} points (pooled std {pooled:.2f})"
+                in text)
+
+
+def test_training_floor_before_the_init_fix_is_quoted():
+    """The floor's he_normal run (seed 0, before commit 87ca96e) stays as its before column."""
+    summary, doc = _load("training_floor", "he_normal", "summary.json"), _doc()
+    for row in summary["per_precision"]:
+        assert f"{row['full_mean']:.2f} / {row['every_other_mean']:.2f}" in doc, row["conv_bits"]
 
 
 def test_floor_ablation_figures_are_quoted():
