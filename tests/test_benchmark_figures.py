@@ -298,3 +298,31 @@ def test_mcu_fit_figures_are_quoted():
     assert f"and {widths['8-bit']:.2f}\nat 8 bits" in doc
     assert f"from {flash['1-bit']:,} B (1-bit) to {flash['8-bit']:,} B (8-bit)" in doc
     assert f"(widths {min(widths.values()):.2f}-{max(widths.values()):.2f})" in doc
+
+
+def test_mcu_fit_mobilenet_small_budget_probes_are_quoted():
+    """MobileNetV2-CIFAR at 256 / 64 KiB: only 8/8 fits, at the narrowest width searched."""
+    summary, doc = _load("mcu_fit", "summary.json"), _doc()
+    (row,) = [r for r in summary["rows"] if (r["model"], r["budget"]) ==
+              ("mobilenet_v2_cifar", "small")]
+    assert row["min_width"] == 0.05 and {r["pick"]["label"] for r in row["runs"]} == {"8/8-bit"}
+    probes = _load("mcu_fit", "mobilenet_v2_cifar_small", "seed0", "probes.json")
+    by_key = {}
+    for key, fit in probes.items():
+        pair, width = key.split("@")
+        by_key[(pair, round(float(width), 6))] = fit
+    quoted = [("1/1", 0.25), ("1/1", 0.1), ("1/1", 0.05), ("1/8", 0.05), ("8/1", 0.05),
+              ("8/8", 0.25), ("8/8", 0.1), ("8/8", 0.05)]
+    for pair, width in quoted:
+        fit = by_key[(pair, width)]
+        line = (f"| {pair} | {width:.2f} | {fit['flash_bytes']:,} | {fit['ram_bytes']:,} | "
+                f"{fit['macs']:,} |")
+        assert line in doc, line
+    ram = {pair: by_key[(pair, 0.05)]["ram_bytes"] for pair in ("1/1", "1/8", "8/1", "8/8")}
+    assert ram["8/8"] <= 64 * 1024 < min(ram["1/1"], ram["1/8"], ram["8/1"])
+    assert f"+{ram['1/1'] - ram['8/8']:,} B for 1/1" in doc
+    wider = min(w for (pair, w) in by_key if pair == "8/8" and w > 0.05)
+    assert by_key[("8/8", wider)]["ram_bytes"] > 64 * 1024
+    assert (f"(width {wider:.4f}) needs {by_key[('8/8', wider)]['ram_bytes']:,} B"
+            in " ".join(doc.split()))
+
