@@ -82,6 +82,20 @@ def test_figure1_figures_are_quoted(model):
     assert f"{100 * repeats['spread']:.1f} points" in doc
 
 
+def test_figure1_resnet_dominance_is_as_quoted():
+    """Definition 4.1 as summary.json has it, and 1-bit's lead over 4-bit at each budget."""
+    summary, doc = _load("figure1_resnet_cifar", "summary.json"), _doc()
+    assert summary["dominance"]["1-bit"]["4-bit"] is True and "**1-bit dominates 4-bit**" in doc
+    assert summary["dominance"]["2-bit"]["4-bit"] is False and "2-bit does not" in doc
+    by_bits = {}
+    for record in summary["records"]:
+        by_bits.setdefault(record["conv_bits"], []).append(record)
+    leads = [100 * (one["accuracy"] - four["accuracy"]) for one, four in
+             zip(sorted(by_bits[1], key=lambda r: r["size_bits"]),
+                 sorted(by_bits[4], key=lambda r: r["size_bits"]))]
+    assert f"ahead by {leads[0]:.2f}, {leads[1]:.2f} and {leads[2]:.2f} points" in doc
+
+
 def test_dual_precision_figures_are_quoted():
     summary, doc = _load("dual_precision_mobilenet_v2_cifar", "summary.json"), _doc()
     for record in summary["grid"]:
