@@ -12,7 +12,7 @@ issue's: a minimal tfmot + tf_keras implementation of the same quantizers, one
 seed, on the 5,000 images; and the project's ``sweep`` before the fixes of this
 issue, on the full test set.
 
-    python benchmarks/training_floor.py      # 2 seeds: about 200 minutes on 2 cores
+    python benchmarks/training_floor.py      # 2 seeds, one after the other: ~100 minutes each
 
 One training process uses the two cores poorly; one process per seed, each on one
 thread, finished both seeds in 91 minutes here (a 4-bit epoch: 100 s in
@@ -67,6 +67,9 @@ def main():
     parser.add_argument("--data-dir", default=SHARED)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "training_floor"))
     args = parser.parse_args()
+    if args.seeds < 1 or args.first_seed < 0:
+        parser.error(f"--seeds must be >= 1 and --first-seed >= 0 (got {args.seeds}, "
+                     f"{args.first_seed})")
     bits_list = [int(b) for b in args.bits.split(",")]
     os.makedirs(args.out, exist_ok=True)
 
@@ -85,9 +88,6 @@ def main():
     runs = []
     widths = {bits: tfq_pareto.width_for_size(builder, budget, conv_bits=bits, tolerance=0.03)
               for bits in bits_list}
-    if args.seeds < 1 or args.first_seed < 0:
-        parser.error(f"--seeds must be >= 1 and --first-seed >= 0 (got {args.seeds}, "
-                     f"{args.first_seed})")
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         # every precision once before any second seed
         for bits in bits_list:

@@ -195,6 +195,15 @@ def test_figure1_benchmark_writes_curves_dominance_and_the_seed_spread(tmp_path)
     assert (out / "sweep" / "pareto.png").exists()
 
 
+def test_training_floor_refuses_a_negative_first_seed_before_any_work(tmp_path):
+    refused = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "training_floor.py"), "--first-seed", "-1",
+         "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode == 2 and "--first-seed >= 0 (got 2, -1)" in refused.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_training_floor_benchmark_reports_mean_spread_and_margin(tmp_path):
     _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
