@@ -34,15 +34,25 @@ Writes ``benchmarks/results/dual_precision_<model>[<variant>]/summary.json``
 (and ``grid/``, ``proxy/`` with every trial). Resumable: a rerun skips
 finished trials; ``--proxy-dir NAME`` with other proxy settings reuses the grid
 and writes ``summary_NAME.json``.
+
+On a machine with several cores, the seeds can train in parallel (one process
+each, one thread each: ``TF_NUM_INTRAOP_THREADS=1``); ``--seed-grids`` keeps
+one 1-seed grid per seed (``grid_seed_<s>/``) and combines them per pair:
+
+    python benchmarks/dual_precision_cifar.py --seeds 2 --only-seed 0 &&
+        python benchmarks/dual_precision_cifar.py --only-proxy &
+    python benchmarks/dual_precision_cifar.py --seeds 2 --only-seed 1 &
+    wait; python benchmarks/dual_precision_cifar.py --seeds 2 --seed-grids  # the summary
 """
 
 import argparse
+import dataclasses
 import json
 import os
 
 from figure1_cifar import SHARED, load_cifar  # benchmarks/ is the script's folder
 
-from tfq_pareto import experiment, search, training
+from tfq_pareto import experiment, records, search, training
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -54,6 +64,30 @@ def _pair(record):
 def _trainings(record):
     """How many trainings (seeds) a record's ``train_seconds`` sums over."""
     return len(record.seeds) if record.seeds else 1
+
+
+def _combine_seed_grids(runs):
+    """One record per pair from one 1-seed grid per seed (``runs``, seed order).
+
+    A pair every seed finished is :func:`tfq_pareto.records.combine_seeds` of its
+    runs (they must be the same model: same width); any other keeps a failed or
+    missing seed's record, so the summary lists it among ``grid_failed``.
+    """
+    by_pair = {}
+    for run in runs:
+        for record in run["records"]:
+            by_pair.setdefault(tuple(_pair(record)), []).append(record)
+    combined = []
+    for pair, runs_of_pair in by_pair.items():
+        if len(runs_of_pair) == len(runs) and all(r.done for r in runs_of_pair):
+            widths = sorted({r.width_multiplier for r in runs_of_pair})
+            if len(widths) > 1:
+                raise RuntimeError(f"pair {pair} was widened to {widths} in different seed grids; "
+                                   f"they are not the same model and cannot be combined")
+            combined.append(records.combine_seeds(runs_of_pair))
+        else:
+            combined.append(next((r for r in runs_of_pair if not r.done), runs_of_pair[0]))
+    return combined
 
 
 #: Families with depthwise convs (vgg11 with a variant), and ResNet-20 (conv bits only).
@@ -88,6 +122,15 @@ def main():
     parser.add_argument("--tolerance", type=float, default=0.05,
                         help="relative size tolerance when widening a pair to the budget "
                              "(channel counts are integers, so some sizes jump)")
+    parser.add_argument("--seed-grids", action="store_true",
+                        help="the grid as one 1-seed grid per seed, grid_seed_<s>/ (trained or "
+                             "resumed in turn), combined per pair; --only-seed fills them in "
+                             "parallel processes")
+    parser.add_argument("--only-seed", type=int, default=None,
+                        help="train seed S's grid alone (grid_seed_S/, 0 <= S < --seeds) and "
+                             "stop; implies --seed-grids")
+    parser.add_argument("--only-proxy", action="store_true",
+                        help="train the proxy grid alone and stop (beside --only-seed runs)")
     parser.add_argument("--data-dir", default=SHARED)
     parser.add_argument("--out", default=None,
                         help="default: benchmarks/results/dual_precision_<model>[<variant>]")
@@ -99,6 +142,11 @@ def main():
     if args.seeds < 1 or args.proxy_seeds < 1:
         parser.error(f"--seeds and --proxy-seeds must be >= 1; received {args.seeds} and "
                      f"{args.proxy_seeds}")
+    if args.only_seed is not None and not 0 <= args.only_seed < args.seeds:
+        parser.error(f"--only-seed must be one of 0..{args.seeds - 1} (--seeds {args.seeds}); "
+                     f"received {args.only_seed}")
+    if args.only_seed is not None and args.only_proxy:
+        parser.error("--only-seed and --only-proxy each train one part alone: give one of them")
     name = args.model + (args.variant or "")
     args.out = args.out or os.path.join(HERE, "results", f"dual_precision_{name}")
     bits = [int(b) for b in args.bits.split(",")]
@@ -117,24 +165,42 @@ def main():
     proxy_recipe = training.Recipe(warmup_epochs=args.warmup_epochs,
                                    batch_size=128).with_epochs(args.proxy_epochs)
 
-    grid = search.dual_precision_search(base, budget, bits=bits, recipe=recipe,
-                                        out_dir=os.path.join(args.out, "grid"),
-                                        datasets=datasets, verbose=2, tolerance=args.tolerance,
-                                        seeds=args.seeds)
-    done = [r for r in grid["records"] if r.done]
+    def train_proxy():
+        return search.dual_precision_search(base, budget * args.proxy_fraction, bits=bits,
+                                            recipe=proxy_recipe,
+                                            out_dir=os.path.join(args.out, args.proxy_dir),
+                                            datasets=datasets, verbose=2,
+                                            tolerance=args.tolerance, seeds=args.proxy_seeds)
+
+    def seed_grid(seed):
+        return search.dual_precision_search(dataclasses.replace(base, seed=seed), budget,
+                                            bits=bits, recipe=recipe,
+                                            out_dir=os.path.join(args.out, f"grid_seed_{seed}"),
+                                            datasets=datasets, verbose=2,
+                                            tolerance=args.tolerance, seeds=1)
+
+    if args.only_proxy:
+        train_proxy()
+        return
+    if args.only_seed is not None:
+        seed_grid(args.only_seed)
+        return
+    if args.seed_grids:
+        grid_records = _combine_seed_grids([seed_grid(s) for s in range(args.seeds)])
+    else:
+        grid_records = search.dual_precision_search(
+            base, budget, bits=bits, recipe=recipe, out_dir=os.path.join(args.out, "grid"),
+            datasets=datasets, verbose=2, tolerance=args.tolerance, seeds=args.seeds)["records"]
+    done = [r for r in grid_records if r.done]
     eight = next((r for r in done if r.conv_bits == 8 and r.dw_bits in (None, 8)), None)
-    best = grid["best"]
+    best = max(done, key=lambda r: r.accuracy) if done else None
     # The grid as a search trains every pair once: its cost is one seed's seconds per pair.
     per_training = {tuple(_pair(r)): r.train_seconds / _trainings(r) for r in done}
     grid_seconds = sum(per_training.values())
 
     mean_trial = grid_seconds / len(done)
     ranked_grid = [_pair(r) for r in sorted(done, key=lambda r: r.accuracy, reverse=True)]
-    proxy = search.dual_precision_search(base, budget * args.proxy_fraction, bits=bits,
-                                         recipe=proxy_recipe,
-                                         out_dir=os.path.join(args.out, args.proxy_dir),
-                                         datasets=datasets, verbose=2, tolerance=args.tolerance,
-                                         seeds=args.proxy_seeds)
+    proxy = train_proxy()
     proxy_done = sorted((r for r in proxy["records"] if r.done), key=lambda r: r.accuracy,
                         reverse=True)
     proxy_ranking = [_pair(r) for r in proxy_done]
@@ -194,10 +260,12 @@ def main():
         "budget": f"Eq. (6) size of the 8-bit model at width {args.budget_width}",
         "size_tolerance": args.tolerance,
         "bits": bits,
-        "grid": [short(r) for r in grid["records"]],
-        "grid_failed": [{"pair": _pair(r), "message": (r.message or "").strip()
-                         .splitlines()[-1]}
-                        for r in grid["records"] if not r.done],
+        "grid": [short(r) for r in grid_records],
+        "grid_layout": "one 1-seed grid per seed (grid_seed_<s>/), combined per pair"
+        if args.seed_grids else f"one grid (grid/), {args.seeds} seed(s) per trial",
+        "grid_failed": [{"pair": _pair(r), "message": ((r.message or "").strip()
+                                                       .splitlines() or [""])[-1]}
+                        for r in grid_records if not r.done],
         "best_pair": short(best),
         "eight_bit": short(eight),
         "gain_over_8bit_points": None if eight is None or best is None

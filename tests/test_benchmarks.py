@@ -153,6 +153,46 @@ def test_dual_precision_benchmark_grids_resnet20_over_conv_bits(tmp_path):
     assert (out / "proxy_quarter" / "results.json").exists()
 
 
+@pytest.mark.slow
+def test_dual_precision_benchmark_combines_seed_grids_trained_by_separate_processes(tmp_path):
+    _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
+    out = tmp_path / "out"
+    common = ["--model", "resnet_cifar", "--bits", "1,8", "--budget-width", "0.25", "--epochs",
+              "1", "--train-images", "64", "--test-images", "64", "--proxy-fraction", "0.5",
+              "--seeds", "2", "--top-k", "1", "--data-dir", str(tmp_path), "--out", str(out)]
+    _run("dual_precision_cifar.py", *common, "--only-seed", "1")
+    assert not (out / "summary.json").exists() and not (out / "grid_seed_0").exists()
+    _run("dual_precision_cifar.py", *common, "--only-proxy")
+    assert (out / "proxy" / "results.json").exists() and not (out / "summary.json").exists()
+    seed_1 = json.loads((out / "grid_seed_1" / "results.json").read_text())["records"]
+    # The combining run trains seed 0 and resumes seed 1 and the proxy.
+    _run("dual_precision_cifar.py", *common, "--seed-grids")
+    seed_0 = json.loads((out / "grid_seed_0" / "results.json").read_text())["records"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert json.loads((out / "grid_seed_1" / "results.json").read_text())["records"] == seed_1
+    by_bits = {bits: [next(r for r in seed if r["conv_bits"] == bits) for seed in (seed_0, seed_1)]
+               for bits in (1, 8)}
+    for row in summary["grid"]:
+        one, two = by_bits[row["conv_bits"]]
+        assert one["seed"] == 0 and two["seed"] == 1
+        assert row["seeds"] == [0, 1] and row["width"] == one["width_multiplier"]
+        assert row["accuracies"] == [one["accuracy"], two["accuracy"]]
+        assert row["accuracy"] == pytest.approx((one["accuracy"] + two["accuracy"]) / 2)
+        assert row["accuracy_std"] == pytest.approx(
+            abs(one["accuracy"] - two["accuracy"]) / np.sqrt(2))
+        assert row["train_seconds"] == pytest.approx(one["train_seconds"] + two["train_seconds"])
+    assert summary["grid_layout"].startswith("one 1-seed grid per seed")
+    assert summary["search_cost"]["proxy_vs_grid_rank"]["pairs"] == 2
+
+
+def test_dual_precision_benchmark_refuses_a_seed_outside_seeds():
+    result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "dual_precision_cifar.py"),
+                             "--seeds", "2", "--only-seed", "2"], capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 2 and "--only-seed must be one of 0..1" in result.stderr
+    assert "received 2" in result.stderr
+
+
 def test_dual_precision_benchmark_needs_a_variant_with_vgg11():
     result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "dual_precision_cifar.py"),
                              "--model", "vgg11"], capture_output=True, text=True, timeout=300,
