@@ -82,6 +82,24 @@ def test_figure1_figures_are_quoted(model):
     assert f"{100 * repeats['spread']:.1f} points" in doc
 
 
+def test_figure1_mobilenet_before_issue14_is_quoted():
+    """Each point's before value (commit e733d3c, same widths) beside its after value, the
+    before run's repeats, and the range of the lift."""
+    before = _load("figure1_mobilenet_v2_cifar", "before_issue14", "summary.json")
+    after, doc = _load("figure1_mobilenet_v2_cifar", "summary.json"), _doc()
+    old = {(r["conv_bits"], r["width"]): r["accuracy"] for r in before["records"]}
+    lifts = []
+    for record in after["records"]:
+        was = old[(record["conv_bits"], record["width"])]  # the same model width before and after
+        lifts.append(100 * (record["accuracy"] - was))
+        cell = f"{_pct(record['accuracy'])}** [{_pct(was)}] (w {record['width']:.3f}"
+        assert cell in doc or cell.replace("**", "", 1) in doc, cell
+    repeats = before["cheapest_point_repeats"]
+    assert ", ".join(_pct(a) for a in repeats["accuracies"]) in doc
+    assert all(lift > 0 for lift in lifts)  # the document says every point rose
+    assert f"every point, by {min(lifts):.2f} to {max(lifts):.2f} points" in " ".join(doc.split())
+
+
 def test_figure1_resnet_dominance_is_as_quoted():
     """Definition 4.1 as summary.json has it, and 1-bit's lead over 4-bit at each budget."""
     summary, doc = _load("figure1_resnet_cifar", "summary.json"), _doc()
