@@ -31,7 +31,7 @@ import numpy as np
 import tflite_export
 from figure1_cifar import SHARED, load_cifar  # benchmarks/ is the script's folder
 from tflite_export import runtime
-from tfq_pareto import experiment, training
+from tfq_pareto import experiment, search, training
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -158,9 +158,12 @@ def main():
                    "pick_std": pick_std, "eight_bit_mean": eight_mean,
                    "eight_bit_std": eight_std}
             if pick_mean is not None and eight_mean is not None:
-                spread = max(s or 0.0 for s in (pick_std, eight_std))
+                # The project's spread of a comparison: the pooled std of the two means' seeds.
+                spread = search.pooled_std(pick_std, eight_std)
                 row["margin_points"] = 100 * (pick_mean - eight_mean)
-                row["margin_exceeds_spread"] = pick_mean - eight_mean > spread
+                row["spread_points"] = None if spread is None else 100 * spread
+                row["margin_exceeds_spread"] = (None if spread is None
+                                                else pick_mean - eight_mean > spread)
             summary["rows"] = [r for r in summary["rows"]
                                if (r["model"], r["budget"]) != (model, budget_name)] + [row]
             training.write_json(summary_path, summary)

@@ -419,6 +419,8 @@ def test_mcu_fit_benchmark_picks_certifies_and_compares_with_8_bit(tmp_path):
     assert run["pick"]["accuracy"] >= run["eight_bit"]["accuracy"]  # the pick is the best
     assert row["margin_points"] == pytest.approx(
         100 * (run["pick"]["accuracy"] - run["eight_bit"]["accuracy"]))
+    # One seed: no spread, so no verdict either way.
+    assert row["spread_points"] is None and row["margin_exceeds_spread"] is None
     # Another budget later: its row joins the first one's; another schedule is refused.
     _run("mcu_fit.py", "--models", "resnet_cifar", "--budgets", "other=40:64", "--bits", "1,8",
          "--seeds", "1", "--epochs", "1", "--train-images", "64", "--max-width", "0.5",
