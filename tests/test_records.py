@@ -187,3 +187,42 @@ def test_measured_records_carry_flash_ram_and_macs_and_plot_on_them(tmp_path, mo
         search.replot(str(tmp_path / "plain"), size_axis="flash")
     with pytest.raises(ValueError, match="size_axis must be one of"):
         search.replot(str(tmp_path / "m"), size_axis="weight")
+
+
+def test_a_run_killed_after_training_but_before_its_record_trains_no_epoch_again(
+        tmp_path, monkeypatch):
+    """The kill window that tests/test_reliability.py hit at random: fit has finished, the
+    record is not written yet (evaluation, saving). The rerun must not train from epoch 0."""
+    config = experiment.RunConfig(model="resnet_cifar", depth=20, width_multiplier=0.25,
+                                  conv_bits=1, act_bits=8, dataset="digits", seed=0)
+    recipe = training.Recipe(epochs=2, warmup_epochs=0, batch_size=32)
+    real_save = experiment.save_model
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies while saving the trained model
+
+    monkeypatch.setattr(experiment, "save_model", killed)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(config, recipe, out_dir=str(tmp_path), datasets=_tiny_datasets(),
+                       verbose=0)
+    assert not (tmp_path / experiment.RECORD_FILE).exists()
+    assert (tmp_path / "backup").is_dir()  # the last epoch's checkpoint outlives fit
+    epochs_begun = []
+    real_train = training.train
+
+    def train(*args, **kwargs):
+        class Count(training.keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                epochs_begun.append(epoch)
+
+        return real_train(*args, callbacks=[Count()], **kwargs)
+
+    monkeypatch.setattr(experiment, "save_model", real_save)
+    monkeypatch.setattr(training, "train", train)
+    record = experiment.run(config, recipe, out_dir=str(tmp_path), datasets=_tiny_datasets(),
+                            verbose=0)
+    assert epochs_begun == []  # both epochs were done: none is trained again
+    with open(tmp_path / "history.csv", newline="", encoding="utf-8") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1]
+    assert record.epochs_run == 2 and record.accuracy is not None
+    assert not (tmp_path / "backup").exists()  # deleted once the record is written

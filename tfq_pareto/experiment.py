@@ -158,8 +158,11 @@ def run(config, recipe, *, out_dir, data_dir=None, download=False, image_size=16
                      first_last_bits=config.first_last_bits, act_bits=config.act_bits)
 
     start = time.perf_counter()
+    # The last checkpoint stays until record.json is written: a process killed in between
+    # (evaluation, saving) resumes with zero epochs left instead of training again.
     model, history = training.train(build, train_data, test_data, recipe, steps_per_epoch=steps,
-                                    out_dir=out_dir, verbose=verbose, strategy=strategy)
+                                    out_dir=out_dir, verbose=verbose, strategy=strategy,
+                                    keep_backup=True)
     seconds = time.perf_counter() - start
     loss, accuracy = model.evaluate(test_data, verbose=0)
     save_model(model, os.path.join(out_dir, MODEL_FILE))
@@ -173,4 +176,5 @@ def run(config, recipe, *, out_dir, data_dir=None, download=False, image_size=16
         history_csv=os.path.join(out_dir, "history.csv"),
         model_file=os.path.join(out_dir, MODEL_FILE))
     training.write_json(record_path, record.to_dict())
+    training.remove_backup(out_dir)
     return record

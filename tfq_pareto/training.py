@@ -266,7 +266,7 @@ def compile_model(model, recipe, steps_per_epoch):
 
 
 def train(model, train_data, val_data, recipe=CIFAR, *, steps_per_epoch, out_dir=None,
-          verbose=1, callbacks=(), strategy=None):
+          verbose=1, callbacks=(), strategy=None, keep_backup=False):
     """Trains with ``recipe``; resumable when ``out_dir`` is given.
 
     Args:
@@ -277,11 +277,16 @@ def train(model, train_data, val_data, recipe=CIFAR, *, steps_per_epoch, out_dir
       recipe: a :class:`Recipe`.
       steps_per_epoch: batches per epoch (for the schedule).
       out_dir: where to keep ``backup/`` (checkpoint of every epoch, deleted when
-        training completes), ``history.csv`` and ``tensorboard/``; a rerun with the
-        same ``out_dir`` resumes after the last finished epoch.
+        training completes unless ``keep_backup``), ``history.csv`` and
+        ``tensorboard/``; a rerun with the same ``out_dir`` resumes after the last
+        finished epoch.
       verbose: 0 silent, 1 progress bar, 2 one line per epoch.
       callbacks: extra Keras callbacks.
       strategy: a ``tf.distribute.Strategy`` (see :func:`make_strategy`).
+      keep_backup: keep the last epoch's checkpoint after training, so that a
+        process killed after ``fit`` but before its caller saved the result reruns
+        no epoch (the rerun restores the final weights and trains zero epochs);
+        the caller then deletes it with :func:`remove_backup`.
 
     Returns:
       (model, history): the trained model and ``{metric: [per-epoch values]}``,
@@ -304,7 +309,8 @@ def train(model, train_data, val_data, recipe=CIFAR, *, steps_per_epoch, out_dir
         os.makedirs(out_dir, exist_ok=True)
         csv_path = os.path.join(out_dir, "history.csv")
         all_callbacks += [
-            keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+            keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"),
+                                             delete_checkpoint=not keep_backup),
             keras.callbacks.CSVLogger(csv_path, append=True),
             keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False,
                                         profile_batch=0),
@@ -313,6 +319,14 @@ def train(model, train_data, val_data, recipe=CIFAR, *, steps_per_epoch, out_dir
                        verbose=verbose, callbacks=all_callbacks)
     history = read_history(csv_path) if csv_path else dict(result.history)
     return model, history
+
+
+def remove_backup(out_dir):
+    """Deletes the checkpoint :func:`train` kept with ``keep_backup=True`` (once the
+    caller has saved what it needed from the finished run)."""
+    import shutil  # pylint: disable=import-outside-toplevel
+
+    shutil.rmtree(os.path.join(out_dir, "backup"), ignore_errors=True)
 
 
 def read_history(csv_path):
