@@ -165,19 +165,19 @@ def main():
     proxy_recipe = training.Recipe(warmup_epochs=args.warmup_epochs,
                                    batch_size=128).with_epochs(args.proxy_epochs)
 
-    def train_proxy():
-        return search.dual_precision_search(base, budget * args.proxy_fraction, bits=bits,
-                                            recipe=proxy_recipe,
-                                            out_dir=os.path.join(args.out, args.proxy_dir),
+    def run_grid(config, budget_bits, grid_recipe, folder, seeds):
+        return search.dual_precision_search(config, budget_bits, bits=bits, recipe=grid_recipe,
+                                            out_dir=os.path.join(args.out, folder),
                                             datasets=datasets, verbose=2,
-                                            tolerance=args.tolerance, seeds=args.proxy_seeds)
+                                            tolerance=args.tolerance, seeds=seeds)
+
+    def train_proxy():
+        return run_grid(base, budget * args.proxy_fraction, proxy_recipe, args.proxy_dir,
+                        args.proxy_seeds)
 
     def seed_grid(seed):
-        return search.dual_precision_search(dataclasses.replace(base, seed=seed), budget,
-                                            bits=bits, recipe=recipe,
-                                            out_dir=os.path.join(args.out, f"grid_seed_{seed}"),
-                                            datasets=datasets, verbose=2,
-                                            tolerance=args.tolerance, seeds=1)
+        return run_grid(dataclasses.replace(base, seed=seed), budget, recipe,
+                        f"grid_seed_{seed}", 1)
 
     if args.only_proxy:
         train_proxy()
@@ -188,9 +188,7 @@ def main():
     if args.seed_grids:
         grid_records = _combine_seed_grids([seed_grid(s) for s in range(args.seeds)])
     else:
-        grid_records = search.dual_precision_search(
-            base, budget, bits=bits, recipe=recipe, out_dir=os.path.join(args.out, "grid"),
-            datasets=datasets, verbose=2, tolerance=args.tolerance, seeds=args.seeds)["records"]
+        grid_records = run_grid(base, budget, recipe, "grid", args.seeds)["records"]
     done = [r for r in grid_records if r.done]
     eight = next((r for r in done if r.conv_bits == 8 and r.dw_bits in (None, 8)), None)
     best = max(done, key=lambda r: r.accuracy) if done else None
