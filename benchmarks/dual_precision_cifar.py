@@ -61,33 +61,13 @@ def _pair(record):
     return [record.conv_bits, record.dw_bits]
 
 
+def _pair_key(record):
+    return tuple(_pair(record))
+
+
 def _trainings(record):
     """How many trainings (seeds) a record's ``train_seconds`` sums over."""
     return len(record.seeds) if record.seeds else 1
-
-
-def _combine_seed_grids(runs):
-    """One record per pair from one 1-seed grid per seed (``runs``, seed order).
-
-    A pair every seed finished is :func:`tfq_pareto.records.combine_seeds` of its
-    runs (they must be the same model: same width); any other keeps a failed or
-    missing seed's record, so the summary lists it among ``grid_failed``.
-    """
-    by_pair = {}
-    for run in runs:
-        for record in run["records"]:
-            by_pair.setdefault(tuple(_pair(record)), []).append(record)
-    combined = []
-    for pair, runs_of_pair in by_pair.items():
-        if len(runs_of_pair) == len(runs) and all(r.done for r in runs_of_pair):
-            widths = sorted({r.width_multiplier for r in runs_of_pair})
-            if len(widths) > 1:
-                raise RuntimeError(f"pair {pair} was widened to {widths} in different seed grids; "
-                                   f"they are not the same model and cannot be combined")
-            combined.append(records.combine_seeds(runs_of_pair))
-        else:
-            combined.append(next((r for r in runs_of_pair if not r.done), runs_of_pair[0]))
-    return combined
 
 
 #: Families with depthwise convs (vgg11 with a variant), and ResNet-20 (conv bits only).
@@ -186,7 +166,8 @@ def main():
         seed_grid(args.only_seed)
         return
     if args.seed_grids:
-        grid_records = _combine_seed_grids([seed_grid(s) for s in range(args.seeds)])
+        grid_records = records.combine_seed_runs(
+            [seed_grid(s)["records"] for s in range(args.seeds)], key=_pair_key)
     else:
         grid_records = run_grid(base, budget, recipe, "grid", args.seeds)["records"]
     done = [r for r in grid_records if r.done]

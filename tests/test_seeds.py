@@ -12,7 +12,7 @@ import pytest
 
 from tfq_pareto import TrialRecord, data, experiment, load_model, search, training
 from tfq_pareto.backend import tf
-from tfq_pareto.records import combine_seeds
+from tfq_pareto.records import combine_seed_runs, combine_seeds
 from tfq_pareto.search import front
 from tfq_pareto_cli import cli
 
@@ -48,6 +48,34 @@ def test_combined_seeds_hold_each_value_the_mean_and_the_sample_spread():
         combine_seeds([])
     with pytest.raises(ValueError, match="must be finished"):
         combine_seeds([runs[0], _record(1, None, "x.h5")])
+
+
+def test_seed_runs_from_separate_processes_combine_per_point():
+    def point(seed, bits, budget, width, accuracy, status="COMPLETED"):
+        return TrialRecord(conv_bits=bits, width_multiplier=width, seed=seed, size_bits=100,
+                           budget_bits=budget, accuracy=accuracy, status=status,
+                           loss=None if accuracy is None else 0.5, train_seconds=1.0,
+                           model_file=f"{seed}_{bits}_{budget}.h5")
+
+    seed0 = [point(0, 1, 1000, 0.9, 0.40), point(0, 4, 1000, 0.3, 0.31),
+             point(0, 1, 4000, 1.8, 0.52)]
+    seed1 = [point(1, 4, 1000, 0.3, 0.35), point(1, 1, 1000, 0.9, 0.44),  # another order
+             point(1, 1, 4000, 1.8, None, status="FAILED")]
+    combined = combine_seed_runs([seed0, seed1])
+    assert [(r.conv_bits, r.budget_bits) for r in combined] == [(1, 1000), (4, 1000), (1, 4000)]
+    one, four, failed = combined
+    assert one.accuracies == [0.40, 0.44] and one.seeds == [0, 1]
+    assert one.accuracy == pytest.approx(0.42)
+    assert one.accuracy_std == pytest.approx(statistics.stdev([0.40, 0.44]))
+    assert four.accuracies == [0.31, 0.35]
+    assert not failed.done and failed.status == "FAILED"  # a seed failed: not combined
+    # A point missing from one run is kept as not combined either.
+    (lone,) = [r for r in combine_seed_runs([seed0, seed1[:2]]) if r.budget_bits == 4000]
+    assert not lone.done and lone.status == "INCOMPLETE" and "1 of 2" in lone.message
+    # The same point at two widths is two models: refused, naming the point.
+    other = [point(1, 4, 1000, 0.3, 0.35), point(1, 1, 1000, 1.0, 0.44)]
+    with pytest.raises(ValueError, match=r"\(1, None, 1000.0\) has widths \[0.9, 1.0\]"):
+        combine_seed_runs([seed0[:2], other])
 
 
 def test_pooled_std_is_the_root_mean_square_of_the_spreads():

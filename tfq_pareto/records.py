@@ -156,6 +156,55 @@ def combine_seeds(records):
         model_file=records[best].model_file, model_files=[r.model_file for r in records])
 
 
+def point_key(record):
+    """What identifies a point across seeds: its precision and its budget (or width)."""
+    budget = record.budget_bits
+    return (record.conv_bits, record.dw_bits,
+            float(budget) if budget is not None else record.width_multiplier)
+
+
+def combine_seed_runs(runs, key=point_key):
+    """One record per point from several 1-seed runs of the same points.
+
+    For a search whose seeds ran as separate processes (e.g. one 1-seed grid or
+    sweep per seed, each with its own first seed).
+
+    Args:
+      runs: per seed (first seed first), the list of its :class:`TrialRecord` s.
+      key: what identifies a point across runs (default :func:`point_key`).
+
+    Returns:
+      The records in first-seen order: a point every run finished is
+      :func:`combine_seeds` of its runs; a point a run failed keeps that run's
+      failed record, and one some runs lack is marked ``"INCOMPLETE"`` without an
+      accuracy, so that a summary lists both as not done.
+
+    Raises:
+      ValueError: a point finished in several runs at different widths (not the
+        same model, so not combinable).
+    """
+    runs = [list(run) for run in runs]
+    by_point = {}
+    for run in runs:
+        for record in run:
+            by_point.setdefault(key(record), []).append(record)
+    combined = []
+    for point, of_point in by_point.items():
+        if len(of_point) == len(runs) and all(r.done for r in of_point):
+            widths = sorted({r.width_multiplier for r in of_point})
+            if len(widths) > 1:
+                raise ValueError(f"point {point} has widths {widths} in different runs; they "
+                                 f"are not the same model and cannot be combined")
+            combined.append(combine_seeds(of_point))
+        elif any(not r.done for r in of_point):
+            combined.append(next(r for r in of_point if not r.done))
+        else:  # finished, but not in every run: not comparable with the combined points
+            combined.append(of_point[0].replace(
+                accuracy=None, loss=None, status="INCOMPLETE",
+                message=f"finished in {len(of_point)} of {len(runs)} seed runs"))
+    return combined
+
+
 def as_record(value):
     """A :class:`TrialRecord` from a record or a dict of one (e.g. read from results.json)."""
     if isinstance(value, TrialRecord):
