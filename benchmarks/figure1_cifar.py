@@ -4,15 +4,21 @@ Runs ``tfq_pareto.search.sweep`` on ``../shared/data/cifar10_train_20k.npz`` (a
 subset of ``--train-images``) and ``cifar10_test.npz``: every precision is widened
 to each size budget, the budgets being the Eq. (6) sizes of the 4-bit model at
 ``--budget-widths``. Also trains the cheapest point ``--repeats`` times more to
-show the seed-to-seed spread. The schedule is short enough for 2 CPU cores and
+show the seed-to-seed spread. With ``--seeds N`` every point is trained with seeds
+0..N-1, as one 1-seed sweep per seed (``sweep_seed_<s>/``; ``--only-seed S`` trains
+one of them alone, so that each seed can run in its own process), combined per
+point: mean, every seed's value, standard deviation, and dominance also judged
+against the pooled seed spread. The schedule is short enough for 2 CPU cores and
 is stated in the result file; accuracies are far below the paper's.
 
     python benchmarks/figure1_cifar.py --model resnet_cifar            # ~15 minutes
+    python benchmarks/figure1_cifar.py --model resnet_cifar --seeds 2 --repeats 0
     python benchmarks/figure1_cifar.py --model mobilenet_v2_cifar --budget-widths 0.2,0.3,0.4 \
         --train-images 8000 --warmup-epochs 0.25 --tolerance 0.05     # ~60 minutes
 
-Writes ``benchmarks/results/figure1_<model>/`` (results.json with records, Pareto
-front and dominance matrix; pareto.png; repeats.json). Resumable: a rerun skips
+Writes ``benchmarks/results/figure1_<model>/``: summary.json (records, Pareto front,
+dominance matrices, the cheapest point's runs), the sweep folder(s) and, with
+several seeds, pareto.png of the means with error bars. Resumable: a rerun skips
 finished trials.
 """
 
@@ -24,7 +30,8 @@ import os
 import numpy as np
 
 from tfq_pareto import data as data_lib
-from tfq_pareto import experiment, search, training
+from tfq_pareto import experiment, records, search, training
+from tfq_pareto.search import plots
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, "..", "..", "shared", "data")
@@ -53,13 +60,26 @@ def main():
     parser.add_argument("--warmup-epochs", type=float, default=None,
                         help="linear warm-up epochs (default: 1, or 0 for a 1-epoch schedule)")
     parser.add_argument("--train-images", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=2, help="extra runs of the cheapest point")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="extra runs of the cheapest point (seeds --seeds, --seeds + 1, ...)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="trainings per point (seeds 0..N-1); above 1, one sweep per seed "
+                             "in sweep_seed_<s>/, combined per point")
+    parser.add_argument("--only-seed", type=int, default=None,
+                        help="train seed S's sweep alone (0 <= S < --seeds) and stop: run one "
+                             "process per seed, then once without it to combine them")
     parser.add_argument("--tolerance", type=float, default=0.03,
                         help="relative size tolerance when widening to a budget (channel counts "
                              "are integers, so some sizes jump; MobileNetV2 needs 0.05)")
     parser.add_argument("--data-dir", default=SHARED)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.seeds < 1 or args.repeats < 0:
+        parser.error(f"--seeds must be >= 1 and --repeats >= 0; received {args.seeds}, "
+                     f"{args.repeats}")
+    if args.only_seed is not None and not 0 <= args.only_seed < args.seeds:
+        parser.error(f"--only-seed must be in 0..{args.seeds - 1} (--seeds {args.seeds}); "
+                     f"received {args.only_seed}")
     out = args.out or os.path.join(HERE, "results", f"figure1_{args.model}")
     os.makedirs(out, exist_ok=True)
 
@@ -72,16 +92,29 @@ def main():
     budgets = [search.budget_of(base, info, width_multiplier=w, conv_bits=4, dw_bits=4) for w in widths]
     warmup = min(1, args.epochs - 1) if args.warmup_epochs is None else args.warmup_epochs
     recipe = training.Recipe(epochs=args.epochs, warmup_epochs=warmup, batch_size=128)
-    result = search.sweep(base, bits=bits, budgets_bits=budgets, recipe=recipe,
-                          out_dir=os.path.join(out, "sweep"), datasets=datasets, verbose=2,
-                          tolerance=args.tolerance)
-    records = [r for r in result["records"] if r.done]
-    cheapest = min(records, key=lambda r: r.size_bits)
-    repeats = [cheapest.accuracy]
+
+    def seed_sweep(seed, folder):
+        return search.sweep(dataclasses.replace(base, seed=seed), bits=bits, budgets_bits=budgets,
+                            recipe=recipe, out_dir=os.path.join(out, folder), datasets=datasets,
+                            verbose=2, tolerance=args.tolerance)
+
+    if args.only_seed is not None:
+        seed_sweep(args.only_seed, f"sweep_seed_{args.only_seed}")
+        return
+    if args.seeds == 1:
+        result = seed_sweep(None, "sweep")
+    else:
+        result = search.summarize_sweep(records.combine_seed_runs(
+            [seed_sweep(s, f"sweep_seed_{s}")["records"] for s in range(args.seeds)]))
+        plots.plot_pareto(result["records"], os.path.join(out, "pareto.png"),
+                          title=f"{args.model}: mean of {args.seeds} seeds (bars: 1 std)")
+    done = [r for r in result["records"] if r.done]
+    cheapest = min(done, key=lambda r: r.size_bits)
+    repeats = list(cheapest.accuracies or [cheapest.accuracy])
     for k in range(args.repeats):
         config = dataclasses.replace(base, conv_bits=cheapest.conv_bits, dw_bits=cheapest.dw_bits,
                                      width_multiplier=cheapest.width_multiplier,
-                                     seed=k + 1)  # the sweep's own run is seed 0
+                                     seed=args.seeds + k)  # the sweep's own runs: 0..seeds-1
         record = experiment.run(config, recipe, out_dir=os.path.join(out, f"repeat_{k}"),
                                 datasets=datasets, verbose=0)
         repeats.append(record.accuracy)
@@ -91,11 +124,14 @@ def main():
                                           "test_images": "10,000 (full CIFAR-10 test)",
                                           "act_bits": 4, "batch_size": 128, "lr": 0.05},
         "budgets_bits": budgets, "budget_widths_4bit": widths, "size_tolerance": args.tolerance,
+        "seeds": args.seeds,
         "records": [{"conv_bits": r.conv_bits, "width": r.width_multiplier,
-                     "size_bits": r.size_bits, "size_kib": r.size_kib, "accuracy": r.accuracy}
-                    for r in records],
+                     "size_bits": r.size_bits, "size_kib": r.size_kib, "accuracy": r.accuracy,
+                     "accuracies": r.accuracies or [r.accuracy], "accuracy_std": r.accuracy_std}
+                    for r in done],
         "front": [(r.conv_bits, r.size_kib) for r in result["front"]],
         "dominance": result["dominance"],
+        "dominance_beyond_spread": result["dominance_beyond_spread"],
         "cheapest_point_repeats": {"conv_bits": cheapest.conv_bits, "width": cheapest.width_multiplier,
                                    "accuracies": repeats, "spread": max(repeats) - min(repeats)},
     }

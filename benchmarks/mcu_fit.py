@@ -80,6 +80,10 @@ def main():
     parser.add_argument("--mobilenet-bits", default="1,4,8",
                         help="precision set of MobileNetV2-CIFAR (every pair is a candidate)")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--only-seed", type=int, default=None,
+                        help="run this seed (of 0..seeds-1) only, and leave the summary alone: "
+                             "one process per seed can then run in parallel; a last run "
+                             "without it resumes every seed (no training) and writes the summary")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-images", type=int, default=10_000)
     parser.add_argument("--test-images", type=int, default=None)
@@ -96,6 +100,9 @@ def main():
             parser.error(f"--models must be from {MODELS}; received {model!r}")
     if args.seeds < 1 or args.epochs < 1:
         parser.error("--seeds and --epochs must be >= 1")
+    if args.only_seed is not None and not 0 <= args.only_seed < args.seeds:
+        parser.error(f"--only-seed must be in 0..{args.seeds - 1} (--seeds {args.seeds}); "
+                     f"received {args.only_seed}")
     budgets = _parse_budgets(args.budgets)
     datasets = load_cifar(args.train_images, args.data_dir, args.test_images)
     recipe = training.Recipe(warmup_epochs=1).with_epochs(args.epochs)
@@ -122,7 +129,8 @@ def main():
         for budget_name, (flash_kib, ram_kib) in budgets.items():
             budget = tflite_export.Budget(flash_kib * 1024, ram_kib * 1024, name=budget_name)
             runs = []
-            for seed in range(args.seeds):
+            seeds = range(args.seeds) if args.only_seed is None else [args.only_seed]
+            for seed in seeds:
                 out = os.path.join(args.out, f"{model}_{budget_name}", f"seed{seed}")
                 first = os.path.join(args.out, f"{model}_{budget_name}", "seed0", "probes.json")
                 if seed and os.path.exists(first) and not os.path.exists(
@@ -149,6 +157,9 @@ def main():
                                               "flash_bytes", "ram_bytes", "macs", "status")},
                     "certificate_holds_on_tflm": _certificate_holds(pick, result["certificate"]),
                 })
+            if args.only_seed is not None:  # the other seeds' processes may still run
+                print(json.dumps({"model": model, "budget": budget_name, **runs[-1]}), flush=True)
+                continue
             pick_mean, pick_std = _stats([r["pick"]["accuracy"] for r in runs if "pick" in r])
             eight_mean, eight_std = _stats([r["eight_bit"]["accuracy"] for r in runs
                                             if r.get("eight_bit")])

@@ -235,6 +235,36 @@ def test_figure1_benchmark_writes_curves_dominance_and_the_seed_spread(tmp_path)
     assert (out / "sweep" / "pareto.png").exists()
 
 
+@pytest.mark.slow
+def test_figure1_benchmark_trains_each_seed_in_its_own_process_and_combines_them(tmp_path):
+    _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
+    out = tmp_path / "out"
+    common = ("--model", "resnet_cifar", "--bits", "4,1", "--budget-widths", "0.125",
+              "--epochs", "1", "--train-images", "64", "--seeds", "2", "--data-dir",
+              str(tmp_path), "--out", str(out))
+    _run("figure1_cifar.py", *common, "--only-seed", "1")
+    assert not (out / "summary.json").exists() and not (out / "sweep_seed_0").exists()
+    seed1 = json.loads((out / "sweep_seed_1" / "results.json").read_text())["records"]
+    _run("figure1_cifar.py", *common, "--repeats", "1")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == 2
+    seed0 = json.loads((out / "sweep_seed_0" / "results.json").read_text())["records"]
+    for record in summary["records"]:
+        key = (record["conv_bits"], record["width"])
+        (first,) = [r for r in seed0 if (r["conv_bits"], r["width_multiplier"]) == key]
+        (second,) = [r for r in seed1 if (r["conv_bits"], r["width_multiplier"]) == key]
+        assert (first["seed"], second["seed"]) == (0, 1)
+        assert record["accuracies"] == [first["accuracy"], second["accuracy"]]
+        assert record["accuracy"] == pytest.approx((first["accuracy"] + second["accuracy"]) / 2)
+        assert record["accuracy_std"] == pytest.approx(
+            abs(first["accuracy"] - second["accuracy"]) / 2 ** 0.5)
+    assert set(summary["dominance_beyond_spread"]) == {"1-bit", "4-bit"}
+    repeats = summary["cheapest_point_repeats"]  # both seeds' runs, then one more (seed 2)
+    assert len(repeats["accuracies"]) == 3 and (out / "repeat_0" / "record.json").exists()
+    assert json.loads((out / "repeat_0" / "record.json").read_text())["seed"] == 2
+    assert (out / "pareto.png").exists()
+
+
 def test_training_floor_refuses_a_negative_first_seed_before_any_work(tmp_path):
     refused = subprocess.run(
         [sys.executable, os.path.join(BENCHMARKS, "training_floor.py"), "--first-seed", "-1",
@@ -436,3 +466,28 @@ def test_mcu_fit_benchmark_picks_certifies_and_compares_with_8_bit(tmp_path):
         capture_output=True, text=True, timeout=300, check=False)
     assert refused.returncode == 2 and "another schedule" in refused.stderr
     assert "'epochs': (1, 2)" in refused.stderr
+
+
+@pytest.mark.slow
+def test_mcu_fit_benchmark_runs_one_seed_per_process_then_resumes_them(tmp_path):
+    _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
+    out = tmp_path / "out"
+    common = ("--models", "resnet_cifar", "--budgets", "tiny=32:64", "--bits", "1,8",
+              "--seeds", "2", "--epochs", "1", "--train-images", "64", "--max-width", "0.5",
+              "--data-dir", str(tmp_path), "--out", str(out))
+    _run("mcu_fit.py", *common, "--only-seed", "1")
+    assert not (out / "summary.json").exists()  # another process may run seed 0 meanwhile
+    seed1 = out / "resnet_cifar_tiny" / "seed1" / "results.json"
+    assert not (out / "resnet_cifar_tiny" / "seed0").exists()
+    trained = {p: p.stat().st_mtime for p in (out / "resnet_cifar_tiny" / "seed1").rglob("model.h5")}
+    assert len(trained) == 2  # 1-bit and 8-bit
+    _run("mcu_fit.py", *common)  # trains seed 0, resumes seed 1
+    (row,) = json.loads((out / "summary.json").read_text())["rows"]
+    assert [r["seed"] for r in row["runs"]] == [0, 1]
+    assert {p: p.stat().st_mtime for p in trained} == trained  # seed 1 was not retrained
+    pick = json.loads(seed1.read_text())["pick"]
+    assert row["runs"][1]["pick"]["accuracy"] == pick["accuracy"]
+    bad = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "mcu_fit.py"), *common, "--only-seed", "2"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert bad.returncode == 2 and "--only-seed must be in 0..1" in bad.stderr
