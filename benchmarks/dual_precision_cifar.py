@@ -50,7 +50,7 @@ import dataclasses
 import json
 import os
 
-from figure1_cifar import SHARED, load_cifar  # benchmarks/ is the script's folder
+from figure1_cifar import SHARED, check_only_seed, load_cifar  # benchmarks/ is the script's folder
 
 from tfq_pareto import experiment, records, search, training
 
@@ -122,9 +122,7 @@ def main():
     if args.seeds < 1 or args.proxy_seeds < 1:
         parser.error(f"--seeds and --proxy-seeds must be >= 1; received {args.seeds} and "
                      f"{args.proxy_seeds}")
-    if args.only_seed is not None and not 0 <= args.only_seed < args.seeds:
-        parser.error(f"--only-seed must be one of 0..{args.seeds - 1} (--seeds {args.seeds}); "
-                     f"received {args.only_seed}")
+    check_only_seed(parser, args.only_seed, args.seeds)
     if args.only_seed is not None and args.only_proxy:
         parser.error("--only-seed and --only-proxy each train one part alone: give one of them")
     name = args.model + (args.variant or "")

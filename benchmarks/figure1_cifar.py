@@ -50,6 +50,13 @@ def load_cifar(train_images, data_dir, test_images=None):
     return data_lib.Datasets(train, test, info)
 
 
+def check_only_seed(parser, only_seed, seeds):
+    """Refuses ``--only-seed`` outside 0..seeds-1 (a parser error, before any work)."""
+    if only_seed is not None and not 0 <= only_seed < seeds:
+        parser.error(f"--only-seed must be one of 0..{seeds - 1} (--seeds {seeds}); "
+                     f"received {only_seed}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet_cifar", choices=["resnet_cifar", "mobilenet_v2_cifar"])
@@ -77,9 +84,7 @@ def main():
     if args.seeds < 1 or args.repeats < 0:
         parser.error(f"--seeds must be >= 1 and --repeats >= 0; received {args.seeds}, "
                      f"{args.repeats}")
-    if args.only_seed is not None and not 0 <= args.only_seed < args.seeds:
-        parser.error(f"--only-seed must be in 0..{args.seeds - 1} (--seeds {args.seeds}); "
-                     f"received {args.only_seed}")
+    check_only_seed(parser, args.only_seed, args.seeds)
     out = args.out or os.path.join(HERE, "results", f"figure1_{args.model}")
     os.makedirs(out, exist_ok=True)
 

@@ -29,7 +29,7 @@ import shutil
 import numpy as np
 
 import tflite_export
-from figure1_cifar import SHARED, load_cifar  # benchmarks/ is the script's folder
+from figure1_cifar import SHARED, check_only_seed, load_cifar  # benchmarks/ is the script's folder
 from tflite_export import runtime
 from tfq_pareto import experiment, search, training
 
@@ -100,9 +100,7 @@ def main():
             parser.error(f"--models must be from {MODELS}; received {model!r}")
     if args.seeds < 1 or args.epochs < 1:
         parser.error("--seeds and --epochs must be >= 1")
-    if args.only_seed is not None and not 0 <= args.only_seed < args.seeds:
-        parser.error(f"--only-seed must be in 0..{args.seeds - 1} (--seeds {args.seeds}); "
-                     f"received {args.only_seed}")
+    check_only_seed(parser, args.only_seed, args.seeds)
     budgets = _parse_budgets(args.budgets)
     datasets = load_cifar(args.train_images, args.data_dir, args.test_images)
     recipe = training.Recipe(warmup_epochs=1).with_epochs(args.epochs)

@@ -265,6 +265,17 @@ def test_figure1_benchmark_trains_each_seed_in_its_own_process_and_combines_them
     assert (out / "pareto.png").exists()
 
 
+@pytest.mark.parametrize("script", ["figure1_cifar.py", "mcu_fit.py"])
+def test_a_seed_outside_the_seeds_is_refused_before_any_work(tmp_path, script):
+    refused = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, script), "--seeds", "2", "--only-seed", "2",
+         "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode == 2
+    assert "--only-seed must be one of 0..1 (--seeds 2); received 2" in refused.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_training_floor_refuses_a_negative_first_seed_before_any_work(tmp_path):
     refused = subprocess.run(
         [sys.executable, os.path.join(BENCHMARKS, "training_floor.py"), "--first-seed", "-1",
@@ -490,4 +501,4 @@ def test_mcu_fit_benchmark_runs_one_seed_per_process_then_resumes_them(tmp_path)
     bad = subprocess.run(
         [sys.executable, os.path.join(BENCHMARKS, "mcu_fit.py"), *common, "--only-seed", "2"],
         capture_output=True, text=True, timeout=300, check=False)
-    assert bad.returncode == 2 and "--only-seed must be in 0..1" in bad.stderr
+    assert bad.returncode == 2 and "--only-seed must be one of 0..1" in bad.stderr
