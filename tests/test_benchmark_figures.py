@@ -71,9 +71,8 @@ def test_floor_ablation_figures_are_quoted():
     assert f"{margin:+.2f} points (pooled std {pooled:.2f})" in doc
 
 
-@pytest.mark.parametrize("model", ["resnet_cifar", "mobilenet_v2_cifar"])
-def test_figure1_figures_are_quoted(model):
-    summary, doc = _load(f"figure1_{model}", "summary.json"), _doc()
+def test_figure1_mobilenet_figures_are_quoted():
+    summary, doc = _load("figure1_mobilenet_v2_cifar", "summary.json"), _doc()
     for record in summary["records"]:
         assert _pct(record["accuracy"]) in doc, record
     repeats = summary["cheapest_point_repeats"]
@@ -100,18 +99,56 @@ def test_figure1_mobilenet_before_issue14_is_quoted():
     assert f"every point, by {min(lifts):.2f} to {max(lifts):.2f} points" in " ".join(doc.split())
 
 
-def test_figure1_resnet_dominance_is_as_quoted():
-    """Definition 4.1 as summary.json has it, and 1-bit's lead over 4-bit at each budget."""
+def test_figure1_resnet_seeded_table_and_dominance_are_quoted():
+    """Every point's mean +- std and seeds (2 per point), Definition 4.1 on the means and beyond
+    the pooled spread, and each margin quoted with its pooled std."""
     summary, doc = _load("figure1_resnet_cifar", "summary.json"), _doc()
-    assert summary["dominance"]["1-bit"]["4-bit"] is True and "**1-bit dominates 4-bit**" in doc
-    assert summary["dominance"]["2-bit"]["4-bit"] is False and "2-bit does not" in doc
-    by_bits = {}
+    assert summary["seeds"] == 2
+    flat = " ".join(doc.split())
+    at = {}
     for record in summary["records"]:
-        by_bits.setdefault(record["conv_bits"], []).append(record)
-    leads = [100 * (one["accuracy"] - four["accuracy"]) for one, four in
-             zip(sorted(by_bits[1], key=lambda r: r["size_bits"]),
-                 sorted(by_bits[4], key=lambda r: r["size_bits"]))]
-    assert f"ahead by {leads[0]:.2f}, {leads[1]:.2f} and {leads[2]:.2f} points" in doc
+        assert len(record["accuracies"]) == 2
+        cell = f"{_pct(record['accuracy'])[:-1]} +- {100 * record['accuracy_std']:.2f}%"
+        seeds = ", ".join(f"{100 * a:.2f}" for a in record["accuracies"])
+        detail = f" (w {record['width']:.3f}; {seeds})"
+        assert cell + detail in doc or cell + "**" + detail in doc, cell + detail
+        budget = min(summary["budgets_bits"], key=lambda b: abs(b - record["size_bits"]))
+        at[(record["conv_bits"], budget)] = record
+    for budget in summary["budgets_bits"]:  # the best of each budget is the bold one
+        best = max((at[(b, budget)] for b in (1, 2, 4)), key=lambda r: r["accuracy"])
+        assert f"**{_pct(best['accuracy'])[:-1]} +- {100 * best['accuracy_std']:.2f}%**" in doc
+    for matrix in ("dominance", "dominance_beyond_spread"):
+        assert summary[matrix]["1-bit"]["4-bit"] is True
+        assert summary[matrix]["2-bit"]["4-bit"] is False
+    assert "**1-bit dominates 4-bit beyond the seed spread**" in doc and "2-bit does not" in doc
+
+    def margin(a, b, budget):
+        ra, rb = at[(a, budget)], at[(b, budget)]
+        pooled = ((ra["accuracy_std"] ** 2 + rb["accuracy_std"] ** 2) / 2) ** 0.5
+        return 100 * (ra["accuracy"] - rb["accuracy"]), 100 * pooled
+
+    small, middle, large = sorted(summary["budgets_bits"])
+    ones = [margin(1, 4, b) for b in (small, middle, large)]
+    assert all(m > p for m, p in ones)  # beyond the spread at every budget, as quoted
+    assert (f"ahead by {ones[0][0]:.2f}, {ones[1][0]:.2f} and {ones[2][0]:.2f} points at the "
+            f"three budgets, against pooled stds of {ones[0][1]:.2f}, {ones[1][1]:.2f} and "
+            f"{ones[2][1]:.2f}") in flat
+    twos = [margin(2, 4, b) for b in (small, middle, large)]
+    assert (f"{-twos[0][0]:.2f} points behind at the smallest budget and {twos[2][0]:.2f} ahead "
+            f"at the largest, both within its spread (pooled {twos[0][1]:.2f} and "
+            f"{twos[2][1]:.2f}") in flat
+    assert twos[0][0] < 0 < twos[2][0] < twos[2][1] and -twos[0][0] < twos[0][1]
+    assert f"{twos[1][0]:.2f} ahead (pooled {twos[1][1]:.2f})" in flat
+    one_two = [margin(1, 2, b) for b in (small, middle, large)]
+    assert (f"1-bit is ahead by {one_two[0][0]:.2f} points at the smallest budget, beyond the "
+            f"spread (pooled {one_two[0][1]:.2f}), and by {one_two[2][0]:.2f} at the largest, "
+            f"within it (pooled {one_two[2][1]:.2f}); 2-bit is ahead by {-one_two[1][0]:.2f} at "
+            f"~8.4 KiB, beyond it (pooled {one_two[1][1]:.2f})") in flat
+    assert one_two[0][0] > one_two[0][1] and 0 < one_two[2][0] < one_two[2][1]
+    assert -one_two[1][0] > one_two[1][1]
+    summary_row = (f"ahead by {ones[0][0]:.2f} / {ones[1][0]:.2f} / {ones[2][0]:.2f} points "
+                   f"(pooled std {ones[0][1]:.2f} / {ones[1][1]:.2f} / {ones[2][1]:.2f};")
+    assert summary_row in doc
 
 
 def test_dual_precision_figures_are_quoted():
