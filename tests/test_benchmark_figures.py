@@ -435,3 +435,49 @@ def test_mcu_fit_mobilenet_small_budget_probes_are_quoted():
     assert (f"(width {wider:.4f}) needs {by_key[('8/8', wider)]['ram_bytes']:,} B"
             in " ".join(doc.split()))
 
+
+
+def _share(fraction):
+    """A budget share as quoted: one decimal, two where one would round up to 100.0%."""
+    one = f"{100 * fraction:.1f}%"
+    return f"{100 * fraction:.2f}%" if one == "100.0%" and fraction < 1 else one
+
+
+def test_mcu_fit_mobilenet_large_budget_candidates_are_quoted():
+    """MobileNetV2-CIFAR at 1 MiB / 320 KiB: every candidate with what binds it and its share,
+    the certificate's arena + scratch, and the width step that stops 8/8 below the flash."""
+    summary, doc = _load("mcu_fit", "summary.json"), _doc()
+    (row,) = [r for r in summary["rows"] if (r["model"], r["budget"]) ==
+              ("mobilenet_v2_cifar", "large")]
+    assert (row["flash_kib"], row["ram_kib"], row["bits"]) == (1024, 320, [1, 8])
+    seeds = [_load("mcu_fit", "mobilenet_v2_cifar_large", f"seed{k}", "results.json")
+             for k in (0, 1)]
+    by_label = [{c["label"]: c for c in seed["candidates"]} for seed in seeds]
+    for label, first in by_label[0].items():
+        second = by_label[1][label]
+        assert first["width_multiplier"] == second["width_multiplier"]  # shared probes
+        use = first["budget_use"]
+        line = (f"| {label[:-4]} | {first['width_multiplier']:.4f} | {first['bound_by']} | "
+                f"{first['flash_bytes']:,} ({_share(use['flash'])}) | "
+                f"{first['ram_bytes']:,} ({_share(use['ram'])}) | "
+                f"{first['macs']:,} | {100 * first['accuracy']:.2f} / {100 * second['accuracy']:.2f} |")
+        assert line in doc, line
+        assert max(use.values()) <= 1.0
+    assert {by_label[0][p]["bound_by"] for p in ("1/1-bit", "1/8-bit")} == {"ram"}
+    assert {by_label[0][p]["bound_by"] for p in ("8/1-bit", "8/8-bit")} == {"flash"}
+    macs = by_label[0]["1/1-bit"]["macs"] / by_label[0]["8/8-bit"]["macs"]
+    assert f"for {macs:.1f}x the MACs" in doc
+    for seed in seeds:
+        certificate = seed["certificate"]
+        scratch = certificate["cmsis_nn_scratch"]["largest_bytes"]
+        assert certificate["ram_bytes"] + scratch == certificate["ram_bytes_upper_bound"]
+    flat = " ".join(doc.split())
+    assert (f"{certificate['ram_bytes_upper_bound']:,} B = arena {certificate['ram_bytes']:,} B + "
+            f"the largest CMSIS-NN scratch buffer, {scratch:,} B") in flat
+    probes = _load("mcu_fit", "mobilenet_v2_cifar_large", "seed0", "probes.json")
+    eight = by_label[0]["8/8-bit"]["width_multiplier"]
+    wider = min(float(k.split("@")[1]) for k in probes
+                if k.startswith("8/8@") and float(k.split("@")[1]) > eight)
+    over = probes[f"8/8@{wider:.6f}"]["flash_bytes"]
+    assert over > 1024 * 1024 and wider / eight <= 1.05  # the search's 5% bracket
+    assert f"the next probed width, {wider:.4f}, needs {over:,} B" in flat
