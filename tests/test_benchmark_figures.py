@@ -238,6 +238,17 @@ def test_search_cost_figures_are_quoted(summary_file):
                f"{', '.join(_pct(a)[:-1] for a in record['accuracies'])} | "
                f"{record['train_seconds'] / len(record['seeds']):.0f} |")
         assert row in doc, row
+    if summary_file == "summary.json":  # the grid's cost with both seeds, as the issue counts it
+        both = sum(record["train_seconds"] for record in summary["grid"])
+        top1 = cost["proxy_search"][0]
+        left = 0.25 * both - top1["final_train_seconds"]
+        assert (f"with both seeds ({both:.0f} s of training), the top-1 proxy costs "
+                f"{top1['train_seconds'] / both:.2f} of it") in flat
+        assert top1["train_seconds"] / both > 0.25
+        assert (f"({top1['final_train_seconds']:.0f} s, one seed of 2-bit) is "
+                f"{top1['final_train_seconds'] / both:.2f} of it, which leaves {left:.0f} s to "
+                f"rank the 4 precisions: {left / 4:.0f} s each") in flat
+        assert left / 4 < min(grid_epoch, proxy_epoch)
     for strategy in cost["proxy_search"]:
         pick = strategy["pick"]
         row = (f"| {label}, top {strategy['top_k']} | {strategy['ratio_to_grid']:.2f} | "
