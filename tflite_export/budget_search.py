@@ -319,7 +319,10 @@ def fit_budget(config, budget, *, bits=(1, 2, 4, 8), recipe, out_dir, datasets=N
         raise BudgetError(f"no candidate fits budget {budget.name or ''} "
                           f"({budget.flash_bytes:,} B flash, {budget.ram_bytes:,} B RAM"
                           + (f", {budget.max_macs:,.0f} MACs" if budget.max_macs else "")
-                          + "): " + " | ".join(reasons.values()))
+                          + "): " + " | ".join(reasons.values())
+                          + f" (narrower models than min_width={min_width} may fit: lower "
+                            f"min_width, --min-width on the command line, or try a family "
+                            f"with smaller activations)")
 
     hp = kt.HyperParameters()
     hp.Choice(search.tuner.HP_CONV_BITS, unique)
