@@ -12,6 +12,7 @@ import sys
 
 from tfq_pareto import models
 from tfq_pareto.models import FAMILIES, RESNET_CIFAR_DEPTHS, VGG11_VARIANTS
+from tfq_pareto.search.halving import DEFAULT_RUNGS, check_rungs
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +43,7 @@ _epochs = _checked(int, lambda v: v >= 1, "expected an int >= 1")
 _non_negative = _checked(float, lambda v: v >= 0, "expected a number >= 0")
 _count = _checked(int, lambda v: v >= 0, "expected an int >= 0")
 _fraction = _checked(float, lambda v: 0 < v <= 1, "expected a number in (0, 1]")
+_eta = _checked(int, lambda v: v >= 2, "expected an int >= 2")
 
 
 def family_builder(model, *, depth=20, variant=None, num_classes=None):
@@ -257,6 +259,13 @@ def _float_list(text):
     return values
 
 
+def _rungs(text):
+    try:
+        return check_rungs([v.strip() for v in text.split(",") if v.strip()])
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err} (from {text!r})") from None
+
+
 def _run_config(args, conv_bits=8):
     from tfq_pareto import experiment  # pylint: disable=import-outside-toplevel
 
@@ -319,6 +328,23 @@ def _search_command(args, out):
               f"{[tuple(p) for p in result['ranking']]}", file=out)
         print(f"proxy train seconds {result['train_seconds']['proxy']:.0f}, at the budget "
               f"{result['train_seconds']['final']:.0f}", file=out)
+    elif args.oracle == "halving":
+        result = search.halving_search(
+            base, budget, bits=args.bits, recipe=recipe, rungs=args.rungs or DEFAULT_RUNGS,
+            eta=args.eta,
+            out_dir=args.out, datasets=datasets, verbose=0 if args.quiet else 2,
+            measure=_fit_measure(args), seeds=args.seeds)
+        for rung in result["rungs"]:
+            accuracies = ", ".join(f"{k}: {100 * v:.2f}%" for k, v in rung["accuracies"].items())
+            print(f"rung at {rung['fraction']:.3g} of the schedule (step {rung['step']}): "
+                  f"{accuracies}; kept {[tuple(p) for p in rung['kept']]}", file=out)
+        for failed in result["failed"]:
+            print(f"conv {failed['pair'][0]} dw {failed['pair'][1]}: FAILED {failed['message']}",
+                  file=out)
+        print(f"train seconds {result['train_seconds']['total']:.0f} (rungs "
+              f"{result['train_seconds']['rungs']:.0f}, final "
+              f"{result['train_seconds']['final']:.0f}), evaluation "
+              f"{result['eval_seconds']:.0f}", file=out)
     else:
         result = search.dual_precision_search(
             base, budget, bits=args.bits, oracle=args.oracle, max_trials=args.max_trials,
@@ -334,6 +360,8 @@ def _search_command(args, out):
               f"{_accuracy_text(best.accuracy, best.accuracy_std)})", file=out)
     if args.oracle == "proxy":
         print(f"wrote {args.out}/results.json, proxy/ (the proxy grid), final/", file=out)
+    elif args.oracle == "halving":
+        print(f"wrote {args.out}/results.json, halving.json (resumable state), pairs/", file=out)
     else:
         print(f"wrote {args.out}/results.json, results.csv, pareto.png, grid.png", file=out)
     return 0
@@ -587,10 +615,12 @@ def _search_command_parser(commands):
     search_parser.add_argument("--bits", type=_int_list, default=[1, 2, 4, 8],
                                help="the precision set B (default 1,2,4,8)")
     search_parser.add_argument("--oracle", choices=("grid", "random", "bayesian", "hyperband",
-                                                    "proxy"),
+                                                    "proxy", "halving"),
                                default="grid", help="keras-tuner oracle (default grid, the "
                                "paper's); proxy: the grid on a low-width proxy (--proxy-fraction "
-                               "of the budget, --proxy-epochs), then its best pair(s) at the budget")
+                               "of the budget, --proxy-epochs), then its best pair(s) at the "
+                               "budget; halving: successive halving over the schedule at the "
+                               "budget (--rungs, --eta)")
     search_parser.add_argument("--proxy-fraction", type=_fraction, default=0.25,
                                help="--oracle proxy: the proxy's budget / the budget (default 0.25)")
     search_parser.add_argument("--proxy-epochs", type=_epochs, default=None,
@@ -598,6 +628,12 @@ def _search_command_parser(commands):
                                "--epochs / 4, at least 1)")
     search_parser.add_argument("--top-k", type=_epochs, default=1,
                                help="--oracle proxy: proxy pairs trained at the budget (default 1)")
+    search_parser.add_argument("--rungs", type=_rungs, default=None,
+                               help="--oracle halving: fractions of the schedule at which the "
+                               "pairs are ranked, increasing, in (0, 1) (default 0.1667,0.3333)")
+    search_parser.add_argument("--eta", type=_eta, default=None,
+                               help="--oracle halving: ceil(n / eta) pairs go on from each rung "
+                               "(default: the smallest that leaves one pair after the last rung)")
     search_parser.add_argument("--max-trials", type=_epochs, default=None,
                                help="trials for random/bayesian (default 10)")
     _add_measure_argument(search_parser)

@@ -6,6 +6,7 @@
     tfq_pareto.search.sweep(config, bits=[1, 2, 4], budgets_bits=[...], recipe=..., out_dir=...)
     tfq_pareto.search.dual_precision_search(config, budget_bits, recipe=..., out_dir=...)
     tfq_pareto.search.proxy_search(config, budget_bits, recipe=..., out_dir=...)  # cheaper
+    tfq_pareto.search.halving_search(config, budget_bits, recipe=..., out_dir=...)  # cheaper
     tfq_pareto.search.rank_agreement(proxy_scores, grid_scores)  # Spearman's rho
 """
 
@@ -18,6 +19,7 @@ from tfq_pareto.search.front import (
     pooled_std,
     rank_agreement,
 )
+from tfq_pareto.search.halving import halving_search
 from tfq_pareto.search.run import (
     budget_of,
     dual_precision_search,
@@ -37,6 +39,7 @@ __all__ = [
     "dominates",
     "dominates_beyond_spread",
     "dual_precision_search",
+    "halving_search",
     "make_oracle",
     "pareto_front",
     "pooled_std",

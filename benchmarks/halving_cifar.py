@@ -1,0 +1,150 @@
+"""Successive halving at the budget against the 2-seed grid (issue 16, part 3).
+
+Runs ``tfq_pareto.search.halving_search`` on the exact setting of a finished
+``benchmarks/dual_precision_cifar.py`` run (its ``summary.json``: model, data,
+schedule, budget, precision set, size tolerance) and compares it with that
+run's grid, which trained every pair with 2 seeds:
+
+* cost: the search's seconds against the grid's, both measured the same way
+  (``model.fit``'s wall clock, plus the evaluation passes: the grid validates
+  on the test set after every epoch, the search evaluates each pair once per
+  rung); against the grid's 2 seeds (the issue's reference) and against one
+  seed per pair;
+* pick: the grid rank of the pair it returns, the grid's points below its best,
+  and whether that is within the grid's seed spread (pooled standard deviation
+  of the two pairs' seeds);
+* rank agreement: Spearman's rho between the first rung's accuracies (every
+  pair ranked there) and the grid's means.
+
+    python benchmarks/halving_cifar.py --model resnet_cifar
+    python benchmarks/halving_cifar.py --model mobilenet_v2_cifar --seed 1
+
+Writes ``benchmarks/results/dual_precision_<model>/halving_seed_<s>/`` (the
+search's own files; resumable) and ``summary_halving_seed_<s>.json`` beside the
+grid's ``summary.json``. Run it on the machine and thread count the grid ran
+with (``TF_NUM_INTRAOP_THREADS=1`` for the committed grids), or its seconds do
+not compare.
+"""
+
+import argparse
+import json
+import os
+
+from figure1_cifar import SHARED, load_cifar  # benchmarks/ is the script's folder
+
+from tfq_pareto import experiment, search, training
+from tfq_pareto.search.halving import DEFAULT_RUNGS, check_rungs, pair_label
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _key(conv_bits, dw_bits):
+    return pair_label(conv_bits, dw_bits)
+
+
+def compare(summary, result):
+    """The halving search's ``result`` against the grid of a dual_precision ``summary``."""
+    grid = {_key(g["conv_bits"], g["dw_bits"]): g for g in summary["grid"]
+            if g["accuracy"] is not None}
+    ranked = sorted(grid, key=lambda k: -grid[k]["accuracy"])
+    best = grid[ranked[0]]
+    grid_seconds_2 = sum(g["train_seconds"] for g in grid.values())
+    grid_seconds_1 = sum(g["train_seconds"] / len(g["seeds"]) for g in grid.values())
+    seeds = {len(g["seeds"]) for g in grid.values()}
+    pick = result["best"]
+    pick_key = _key(pick.conv_bits, pick.dw_bits)
+    spread = search.pooled_std(grid[pick_key]["accuracy_std"], best["accuracy_std"])
+    first = result["rungs"][0]["accuracies"]
+    agreement = search.rank_agreement(first, {k: g["accuracy"] for k, g in grid.items()})
+    seconds = result["train_seconds"]["total"] + result["eval_seconds"]
+    return {
+        "grid_seeds": sorted(seeds),
+        "grid_best": ranked[0],
+        "grid_ranking": ranked,
+        "grid_seconds_all_seeds": grid_seconds_2,
+        "grid_seconds_one_seed": grid_seconds_1,
+        "halving_train_seconds": result["train_seconds"],
+        "halving_eval_seconds": result["eval_seconds"],
+        "halving_seconds": seconds,
+        "ratio_to_grid_all_seeds": seconds / grid_seconds_2,
+        "ratio_to_grid_one_seed": seconds / grid_seconds_1,
+        "pick": pick_key,
+        "pick_accuracy_halving": pick.accuracy,
+        "pick_width": pick.width_multiplier,
+        "pick_size_kib": pick.size_kib,
+        "grid_rank_of_pick": 1 + ranked.index(pick_key),
+        "points_below_grid_best": 100 * (best["accuracy"] - grid[pick_key]["accuracy"]),
+        "pooled_std_points": None if spread is None else 100 * spread,
+        "within_grid_spread": None if spread is None
+        else best["accuracy"] - grid[pick_key]["accuracy"] <= spread,
+        "first_rung_vs_grid_rank": {"spearman": agreement["spearman"],
+                                    "p_value": agreement["p_value"],
+                                    "p_value_method": agreement["p_value_method"],
+                                    "pairs": agreement["n"]},
+        "rungs": result["rungs"],
+        "failed": result["failed"],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet_cifar",
+                        choices=["resnet_cifar", "mobilenet_v2_cifar"])
+    parser.add_argument("--grid", default=None,
+                        help="the grid's summary.json (default: benchmarks/results/"
+                        "dual_precision_<model>/summary.json)")
+    parser.add_argument("--rungs", default=",".join(f"{r:.4f}" for r in DEFAULT_RUNGS),
+                        help="fractions of the schedule at which pairs are ranked")
+    parser.add_argument("--eta", type=int, default=None,
+                        help="halving rate (default: the smallest leaving one pair)")
+    parser.add_argument("--seed", type=int, default=0, help="the search's seed")
+    parser.add_argument("--data-dir", default=SHARED)
+    parser.add_argument("--out", default=None,
+                        help="default: the grid's folder (halving_seed_<s>/ and "
+                        "summary_halving_seed_<s>.json)")
+    args = parser.parse_args()
+    try:
+        rungs = check_rungs(args.rungs.split(","))
+    except ValueError as err:
+        parser.error(str(err))
+    if args.eta is not None and args.eta < 2:
+        parser.error(f"--eta must be an int >= 2; received {args.eta}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0; received {args.seed}")
+    grid_path = args.grid or os.path.join(HERE, "results", f"dual_precision_{args.model}",
+                                          "summary.json")
+    if not os.path.exists(grid_path):
+        parser.error(f"no grid summary at {grid_path}: run benchmarks/dual_precision_cifar.py "
+                     f"--model {args.model} first, or pass --grid")
+    with open(grid_path, encoding="utf-8") as f:
+        summary = json.load(f)
+    if summary["model"] != args.model:
+        parser.error(f"{grid_path} is a grid of {summary['model']!r}, not {args.model!r}")
+    out = args.out or os.path.dirname(os.path.abspath(grid_path))
+    schedule = summary["schedule"]
+    datasets = load_cifar(schedule["train_images"], args.data_dir, schedule["test_images"])
+    depthwise = args.model != "resnet_cifar"
+    base = experiment.RunConfig(model=args.model, width_multiplier=1.0, conv_bits=8,
+                                dw_bits=8 if depthwise else None,
+                                act_bits=schedule["act_bits"], dataset="cifar10_npz",
+                                first_last_bits=schedule["first_last_bits"], seed=args.seed)
+    recipe = training.Recipe(epochs=schedule["epochs"], warmup_epochs=schedule["warmup_epochs"],
+                             batch_size=schedule["batch_size"], learning_rate=schedule["lr"])
+    result = search.halving_search(
+        base, summary["budget_bits"], bits=summary["bits"], recipe=recipe,
+        out_dir=os.path.join(out, f"halving_seed_{args.seed}"), rungs=rungs, eta=args.eta,
+        datasets=datasets, verbose=2, tolerance=summary["size_tolerance"])
+    report = {"model": args.model, "grid_summary": os.path.relpath(grid_path, out),
+              "seed": args.seed, "rungs": rungs, "eta": result["eta_used"],
+              "rung_steps": result["rung_steps"], "total_steps": result["total_steps"],
+              "threads": os.environ.get("TF_NUM_INTRAOP_THREADS"),
+              "cost_measure": "seconds of model.fit plus evaluation passes on the test set, "
+                              "both for the search and for the grid (whose model.fit "
+                              "validates after every epoch)",
+              **compare(summary, result)}
+    training.write_json(os.path.join(out, f"summary_halving_seed_{args.seed}.json"), report)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""Successive halving over the training schedule at the real budget (issue 16, part 3).
+
+:func:`halving_search` picks the best (conv_bits, dw_bits) at one Eq. (6) budget
+like :func:`tfq_pareto.search.dual_precision_search`'s grid, for a fraction of
+its training: every pair starts the *same* schedule the grid trains with
+(same recipe, same warm-up and cosine decay over the same number of steps) and
+is ranked after a first fraction of it (a *rung*); only the best ``1 / eta`` go
+on to the next rung, and the last ones left finish the schedule. A pair that
+goes on resumes from its checkpoint (weights, momentum, step), so no step is
+trained twice and the survivor's model is a complete training of the recipe.
+
+Why not keras-tuner's Hyperband oracle: it counts in whole epochs and runs
+every bracket, the last of which trains every pair for the whole schedule;
+on a short schedule (3 epochs here) its cheapest rung is already an epoch per
+pair, more than the whole search may cost (see BENCHMARKS.md, "Search cost on
+ResNet-20"). Rungs here are fractions of the schedule, counted in steps.
+
+Departures from an uninterrupted run, said here so that a reader can weigh them:
+a resumed pair starts a new pass over the training set (a fresh shuffle) at its
+rung's step instead of finishing the interrupted one, so its data order differs
+from the grid's trial of the same pair and seed; the learning rate follows the
+step count and is unchanged.
+
+Writes into ``out_dir``: ``halving.json`` (the state, rewritten after every
+pair's rung: a rerun with the same arguments resumes and trains nothing twice),
+``pairs/<c>_<d>/seed_<s>/`` (checkpoints; the survivors' ``model.h5``) and
+``results.json``.
+"""
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import time
+
+import tensorflow as tf
+
+from tfq_pareto import checks, data, experiment, training
+from tfq_pareto.backend import keras
+from tfq_pareto.records import FAILED, TrialRecord, combine_seeds, jsonable
+from tfq_pareto.saving import save_model
+from tfq_pareto.scheme import apply
+from tfq_pareto.size import model_size
+
+#: The state file of a halving search (resumable).
+STATE_JSON = "halving.json"
+RESULTS_JSON = "results.json"
+
+#: Default rungs: a sixth and a third of the schedule (half an epoch and one epoch
+#: of a 3-epoch recipe).
+DEFAULT_RUNGS = (1 / 6, 1 / 3)
+
+
+def check_rungs(rungs):
+    """``rungs`` as a list of floats, strictly increasing in (0, 1); a clear error otherwise."""
+    try:
+        values = [float(r) for r in rungs]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"rungs must be fractions of the schedule in (0, 1), increasing; "
+                         f"received {rungs!r}") from err
+    if not values or any(not 0 < r < 1 for r in values) or any(
+            b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"rungs must be fractions of the schedule in (0, 1), strictly "
+                         f"increasing, at least one; received {rungs!r}")
+    return values
+
+
+def rung_steps(rungs, total_steps):
+    """The global step of each rung (at least 1, strictly increasing, below ``total_steps``).
+
+    Raises:
+      ValueError: when the schedule has too few steps to tell the rungs apart.
+    """
+    steps = [max(1, round(r * total_steps)) for r in check_rungs(rungs)]
+    if any(b <= a for a, b in zip(steps, steps[1:])) or steps[-1] >= total_steps:
+        raise ValueError(f"rungs {list(rungs)} of a {total_steps}-step schedule fall on steps "
+                         f"{steps}: they must be distinct and before the last step; use fewer "
+                         "or wider-apart rungs, or a longer schedule")
+    return steps
+
+
+def eta_for(pairs, rungs):
+    """The smallest halving rate (>= 2) that leaves one pair after ``rungs`` rungs.
+
+    E.g. 4 pairs, 2 rungs: 2 (4 -> 2 -> 1); 7 pairs, 2 rungs: 3 (7 -> 3 -> 1).
+    """
+    checks.check_int("pairs", pairs)
+    checks.check_int("rungs", rungs)
+    eta = 2
+    while True:
+        n = pairs
+        for _ in range(rungs):
+            n = max(1, math.ceil(n / eta))
+        if n == 1:
+            return eta
+        eta += 1
+
+
+def survivors(ranked, eta):
+    """How many of ``ranked`` pairs go on to the next rung: ceil(n / eta), at least 1."""
+    return max(1, math.ceil(len(ranked) / eta))
+
+
+class _StopAtStep(keras.callbacks.Callback):
+    """Stops ``fit`` once the optimizer has taken ``step`` steps (checked after every batch)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = int(step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.step:
+            self.model.stop_training = True
+
+
+def pair_label(conv_bits, dw_bits):
+    """"4/8" (conv/depthwise bits) or "4" (a family without depthwise convs)."""
+    return str(conv_bits) if dw_bits is None else f"{conv_bits}/{dw_bits}"
+
+
+def _pair_name(conv_bits, dw_bits):
+    return f"{conv_bits}_{'none' if dw_bits is None else dw_bits}"
+
+
+class _Pair:
+    """One (pair, seed) on its way through the rungs: its model and its checkpoints."""
+
+    def __init__(self, folder, config, build, state):
+        self.folder = folder
+        self.config = config
+        self.build = build
+        self.state = state  # {"step": int, "rungs": [...], ...}, stored in halving.json
+        self.model = None
+
+    def checkpoint(self):
+        return tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+
+    def load(self, recipe, steps_per_epoch):
+        if self.model is not None:
+            return
+        if self.config.seed is not None:
+            keras.utils.set_random_seed(self.config.seed)  # the grid's initial weights
+        self.model = training.compile_model(self.build(), recipe, steps_per_epoch)
+        self.model.optimizer.build(self.model.trainable_variables)
+        if self.state["step"]:
+            path = os.path.join(self.folder, f"step_{self.state['step']}")
+            self.checkpoint().read(path).assert_existing_objects_matched()
+
+    def save(self):
+        path = os.path.join(self.folder, f"step_{self.state['step']}")
+        self.checkpoint().write(path)
+        return path
+
+    def drop_old_checkpoints(self):
+        keep = f"step_{self.state['step']}"
+        for path in glob.glob(os.path.join(self.folder, "step_*")):
+            if not os.path.basename(path).startswith(keep + "."):
+                os.remove(path)
+
+
+def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_dir,
+                   rungs=DEFAULT_RUNGS, eta=None, datasets=None, data_dir=None, image_size=16,
+                   verbose=0, tolerance=0.03, seeds=1, measure=None):
+    """The best (conv_bits, dw_bits) at ``budget_bits`` by successive halving over steps.
+
+    Every pair of ``bits`` x ``bits`` (just ``bits`` for families without depthwise
+    convs) is widened to ``budget_bits`` (as the grid does: width within
+    ``tolerance``) and set on ``recipe``'s whole schedule. At each rung (a
+    fraction of the schedule's steps) every pair still in trains up to that step
+    and is evaluated on the test set; the best ``ceil(n / eta)`` by mean accuracy
+    over ``seeds`` go on. Those left after the last rung finish the schedule; the
+    most accurate of them is the answer.
+
+    Args:
+      base_config: :class:`tfq_pareto.experiment.RunConfig`; its precision and width
+        are replaced; ``seed`` (default 0) is the first seed.
+      budget_bits: the Eq. (6) budget, in bits.
+      bits: the precision set B.
+      recipe: :class:`tfq_pareto.training.Recipe`, the schedule every pair starts.
+      out_dir: where the state, checkpoints and results go (resumable).
+      rungs: increasing fractions of the schedule in (0, 1) at which pairs are ranked.
+      eta: the halving rate (>= 2): ``ceil(n / eta)`` pairs go on from each rung;
+        None (default): the smallest that leaves one pair to finish the schedule
+        (:func:`eta_for` of the pairs the budget takes).
+      datasets, data_dir, image_size: as :func:`tfq_pareto.search.sweep`.
+      verbose: Keras progress of each training chunk.
+      tolerance: relative tolerance of the width search under the budget.
+      seeds: trainings per pair (seeds ``s, s+1, ...``), ranked on their mean.
+      measure: optional ``measure(record, datasets) -> dict`` whose fields (e.g. the
+        exported model's ``flash_bytes``, ``ram_bytes``, ``macs``) are added to each
+        finished pair's record, as :class:`~tfq_pareto.search.PrecisionTuner` does.
+
+    Returns:
+      ``{"best": TrialRecord, "records": [finished TrialRecords], "rungs": [{"fraction",
+      "step", "accuracies": {"c/d": mean}, "kept": [[c, d], ...]}, ...],
+      "failed": [{"pair", "message"}], "train_seconds": {"rungs", "final", "total"},
+      "eval_seconds": s}`` (also ``results.json``). ``train_seconds`` is ``model.fit``'s wall
+      clock (no validation pass: each rung evaluates once, counted in ``eval_seconds``).
+    """
+    from tfq_pareto.search.run import _check_bits_list, _prepare  # pylint: disable=import-outside-toplevel
+    from tfq_pareto.width import width_for_size  # pylint: disable=import-outside-toplevel
+
+    if any(isinstance(b, (tuple, list)) for b in bits):
+        raise ValueError(f"bits is the precision set B (ints; every (conv, dw) pair of B x B is "
+                         f"searched); received {bits!r}")
+    bits = sorted(set(_check_bits_list(bits)))
+    checks.check_positive("budget_bits", budget_bits)
+    checks.check_int("seeds", seeds)
+    if eta is not None:
+        checks.check_int("eta", eta, minimum=2)
+    rungs = check_rungs(rungs)
+    datasets, depthwise = _prepare(base_config, recipe, datasets, data_dir, image_size)
+    train_raw, test_raw, info = datasets
+    steps_per_epoch = -(-info.num_train // recipe.batch_size)
+    total_steps = recipe.epochs * steps_per_epoch
+    steps = rung_steps(rungs, total_steps)
+    act_bits = base_config.act_bits or recipe.act_bits
+    first_seed = base_config.seed or 0
+    settings = {"config": dataclasses.asdict(base_config), "recipe": dataclasses.asdict(recipe),
+                "budget_bits": float(budget_bits), "bits": bits, "rungs": rungs, "eta": eta,
+                "seeds": seeds, "tolerance": tolerance, "num_train": info.num_train,
+                "num_test": info.num_test}
+    os.makedirs(out_dir, exist_ok=True)
+    state_path = os.path.join(out_dir, STATE_JSON)
+    state = {"settings": settings, "pairs": {}}
+    if os.path.exists(state_path):
+        with open(state_path, encoding="utf-8") as f:
+            stored = json.load(f)
+        if stored.get("settings") != jsonable(settings):
+            changed = sorted(k for k in settings
+                             if stored.get("settings", {}).get(k) != jsonable(settings)[k])
+            raise ValueError(f"{out_dir} holds a halving search with other settings "
+                             f"({', '.join(changed)} differ); use another out_dir to start a "
+                             "new one")
+        state = stored
+
+    def write_state():
+        training.write_json(state_path, jsonable(state))
+
+    one_hot = bool(recipe.label_smoothing)
+    test_data = data.pipeline(test_raw, info, training=False, batch_size=recipe.batch_size,
+                              one_hot=one_hot)
+    failed, alive = [], []
+    for conv_bits, dw in [(c, d) for c in bits for d in (bits if depthwise else [None])]:
+        config = dataclasses.replace(base_config, conv_bits=conv_bits, dw_bits=dw,
+                                     act_bits=act_bits)
+        try:
+            width = width_for_size(lambda w, c=config: experiment.build_float_model(
+                dataclasses.replace(c, width_multiplier=w), info), budget_bits,
+                                   conv_bits=conv_bits, dw_bits=dw, tolerance=tolerance)
+        except ValueError as err:
+            failed.append({"pair": [conv_bits, dw],
+                           "message": f"budget unreachable: {str(err).splitlines()[0]}"})
+            continue
+        config = dataclasses.replace(config, width_multiplier=round(width, 4))
+        runs = []
+        for index in range(seeds):
+            seed_config = dataclasses.replace(config, seed=first_seed + index)
+            key = f"{_pair_name(conv_bits, dw)}/seed_{first_seed + index}"
+            entry = state["pairs"].setdefault(key, {
+                "conv_bits": conv_bits, "dw_bits": dw, "seed": first_seed + index,
+                "width_multiplier": config.width_multiplier, "step": 0, "rungs": [],
+                "train_seconds": 0.0, "eval_seconds": 0.0, "failed": None})
+
+            def build(c=seed_config):
+                return apply(experiment.build_float_model(c, info), conv_bits=c.conv_bits,
+                             dw_bits=c.dw_bits, first_last_bits=c.first_last_bits,
+                             act_bits=c.act_bits)
+
+            runs.append(_Pair(os.path.join(out_dir, "pairs", key), seed_config, build, entry))
+        alive.append(((conv_bits, dw), runs))
+    if eta is None:
+        eta = eta_for(max(1, len(alive)), len(rungs))
+    write_state()
+
+    def advance(pair, target):
+        """Trains ``pair`` up to global step ``target``, evaluates, checkpoints, saves the state."""
+        entry = pair.state
+        if entry["failed"] or entry["step"] >= target:
+            return
+        pair.load(recipe, steps_per_epoch)
+        train_data = data.pipeline(train_raw, info, training=True, batch_size=recipe.batch_size,
+                                   one_hot=one_hot, seed=pair.config.seed + entry["step"])
+        passes = -(-(target - entry["step"]) // steps_per_epoch)
+        start = time.perf_counter()
+        pair.model.fit(train_data, epochs=passes, verbose=verbose,
+                       callbacks=[_StopAtStep(target)])
+        trained = time.perf_counter() - start
+        start = time.perf_counter()
+        loss, accuracy = pair.model.evaluate(test_data, verbose=0)
+        evaluated = time.perf_counter() - start
+        reached = int(pair.model.optimizer.iterations.numpy())
+        entry["train_seconds"] += trained
+        entry["eval_seconds"] += evaluated
+        entry["step"] = reached
+        entry["rungs"].append({"step": reached, "fraction": reached / total_steps,
+                               "accuracy": float(accuracy), "loss": float(loss),
+                               "train_seconds": trained, "eval_seconds": evaluated})
+        if not math.isfinite(loss):
+            entry["failed"] = f"loss is {loss} at step {reached} (training diverged)"
+        os.makedirs(pair.folder, exist_ok=True)
+        pair.save()
+        write_state()
+        pair.drop_old_checkpoints()
+
+    def accuracy_at(pair, step):
+        return next(r["accuracy"] for r in pair.state["rungs"] if r["step"] == step)
+
+    rung_log = []
+    for fraction, step in zip(rungs, steps):
+        for _, runs in alive:
+            for pair in runs:
+                advance(pair, step)
+        for name, runs in alive:
+            for pair in runs:
+                if pair.state["failed"]:
+                    failed.append({"pair": list(name), "message": pair.state["failed"]})
+        alive = [(name, runs) for name, runs in alive if not any(p.state["failed"] for p in runs)]
+        means = {name: sum(accuracy_at(p, step) for p in runs) / len(runs)
+                 for name, runs in alive}
+        ranked = sorted(alive, key=lambda item: -means[item[0]])
+        alive = ranked[:survivors(ranked, eta)]
+        rung_log.append({"fraction": fraction, "step": step,
+                         "accuracies": {pair_label(*name): means[name] for name in means},
+                         "ranking": [list(name) for name, _ in ranked],
+                         "kept": [list(name) for name, _ in alive]})
+        for pair in (p for _, runs in ranked[len(alive):] for p in runs):
+            pair.model = None  # out of the search: free its graph
+
+    records = []
+    for name, runs in alive:
+        for pair in runs:
+            advance(pair, total_steps)
+        if any(p.state["failed"] for p in runs):
+            failed.append({"pair": list(name), "message": next(
+                p.state["failed"] for p in runs if p.state["failed"])})
+            continue
+        seed_records = []
+        for pair in runs:
+            entry = pair.state
+            model_file = os.path.join(pair.folder, experiment.MODEL_FILE)
+            pair.load(recipe, steps_per_epoch)
+            save_model(pair.model, model_file)
+            final = entry["rungs"][-1]
+            seed_records.append(TrialRecord(
+                conv_bits=entry["conv_bits"], dw_bits=entry["dw_bits"],
+                width_multiplier=entry["width_multiplier"], budget_bits=float(budget_bits),
+                seed=entry["seed"], config=dataclasses.asdict(pair.config),
+                recipe=dataclasses.asdict(recipe), dataset_info=dataclasses.asdict(info),
+                size_bits=model_size(pair.model), size_kib=model_size(pair.model) / 8192,
+                params=pair.model.count_params(), accuracy=final["accuracy"],
+                loss=final["loss"], train_seconds=entry["train_seconds"],
+                epochs_run=recipe.epochs, model_file=model_file))
+        record = combine_seeds(seed_records)
+        if measure is not None:
+            record = record.replace(**measure(record, datasets))
+        records.append(record)
+    best = max(records, key=lambda r: r.accuracy) if records else None
+    pairs = [p for _, runs in state_pairs(state) for p in runs]
+    final_keys = {f"{_pair_name(*n)}/seed_{p.config.seed}" for n, runs in alive for p in runs}
+    rung_seconds = sum(r["train_seconds"] for p in pairs for r in p["rungs"]
+                       if r["step"] < total_steps)
+    final_seconds = sum(r["train_seconds"] for key, p in state["pairs"].items()
+                        if key in final_keys for r in p["rungs"] if r["step"] == total_steps)
+    result = {"kind": "halving_search", **settings, "eta_used": eta, "rung_steps": steps,
+              "total_steps": total_steps, "best": best, "records": records,
+              "rungs": rung_log, "failed": failed,
+              "train_seconds": {"rungs": rung_seconds, "final": final_seconds,
+                                "total": rung_seconds + final_seconds},
+              "eval_seconds": sum(p["eval_seconds"] for p in pairs),
+              "pairs": state["pairs"]}
+    training.write_json(os.path.join(out_dir, RESULTS_JSON), jsonable(result))
+    return result
+
+
+def state_pairs(state):
+    """``state["pairs"]`` grouped by pair: ``[((conv, dw), [entry, ...]), ...]``."""
+    grouped = {}
+    for entry in state["pairs"].values():
+        grouped.setdefault((entry["conv_bits"], entry["dw_bits"]), []).append(entry)
+    return list(grouped.items())
