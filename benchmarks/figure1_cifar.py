@@ -38,14 +38,17 @@ SHARED = os.path.join(HERE, "..", "..", "shared", "data")
 
 
 def load_cifar(train_images, data_dir, test_images=None):
-    """(train, test, info) of the first ``train_images`` (and ``test_images``: default all)."""
+    """(train, test, info): the first ``train_images`` of the training file (stored in a
+    random order, so these are a uniform sample) and ``test_images`` of the test file
+    (default all), drawn uniformly: the test file is stored class by class, so its
+    first images would be one or two classes."""
     train_path = os.path.join(data_dir, "cifar10_train_20k.npz")
     test_path = os.path.join(data_dir, "cifar10_test.npz")
     train, test, info = data_lib.load(f"npz:{train_path},{test_path}")
     train = train.take(train_images)
     info = dataclasses.replace(info, num_train=min(train_images, info.num_train))
     if test_images:
-        test = test.take(test_images)
+        test = data_lib.sample(test, test_images)
         info = dataclasses.replace(info, num_test=min(test_images, info.num_test))
     return data_lib.Datasets(train, test, info)
 

@@ -162,6 +162,29 @@ def test_class_sorted_training_set_is_shuffled_whole_every_epoch(tmp_path):
     assert not np.array_equal(second, np.concatenate(seen))  # reshuffled every epoch
 
 
+def test_export_subsets_of_a_class_sorted_file_are_uniform_samples(tmp_path):
+    """A test file stored class by class (as the shared CIFAR-10 test .npz): the calibration
+    and validation arrays are seeded uniform samples, not its first images."""
+    n, classes = 2_000, 10
+    y = np.repeat(np.arange(classes), n // classes)
+    x = (np.arange(n)[:, None, None] % 256).astype("uint8") * np.ones((1, 4, 4), "uint8")
+    path = tmp_path / "sorted.npz"
+    np.savez(path, x=x, y=y)
+    loaded = data.load(f"npz:{path},{path}")
+    calibration, (validation_x, validation_y) = data.datasets_arrays(
+        loaded, calibration_samples=100, validation_samples=200)
+    assert len(calibration) == 100 and len(validation_y) == 200
+    # The first 200 would be class 0 alone; a uniform sample of 200 holds every class
+    # (each is missing with probability about 0.9 ** 200 < 1e-9).
+    assert set(validation_y.tolist()) == set(range(classes))
+    again = data.datasets_arrays(loaded, calibration_samples=100, validation_samples=200)
+    np.testing.assert_array_equal(again[1][1], validation_y)  # seeded: the same sample
+    np.testing.assert_array_equal(again[0], calibration)
+    assert [int(v) for _, v in data.sample(loaded.test, 5_000)] == y.tolist()  # all, in order
+    with pytest.raises(ValueError, match="limit"):
+        data.sample(loaded.test, 0)
+
+
 def test_shuffle_buffer_for_streams_and_bad_values():
     unknown = tf.data.Dataset.range(10).filter(lambda v: v > 2)  # cardinality unknown
     assert data.shuffle_buffer_for(unknown) == data.STREAM_SHUFFLE_BUFFER

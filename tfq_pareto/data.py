@@ -356,9 +356,28 @@ def pipeline(dataset, info, *, training, batch_size=128, augmentation="auto", im
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
 
 
+def sample(dataset, limit, seed=0):
+    """``limit`` examples of ``dataset`` drawn uniformly at random (seeded), in any file order.
+
+    The first ``limit`` examples of a file stored sorted by class (e.g. a test set
+    written class by class, as this project's CIFAR-10 ``.npz`` is) are one or two
+    classes, so a calibration or validation subset taken from the front is
+    biased. This draws through :func:`shuffle_buffer_for`'s buffer (the whole set
+    when it fits in memory: a uniform sample; a streamed set must come shuffled),
+    the same sample on every pass. ``limit`` >= the set's size: the whole set, in
+    its order.
+    """
+    checks.check_int("limit", limit)
+    count = int(dataset.cardinality())
+    if 0 < count <= limit:
+        return dataset
+    return dataset.shuffle(shuffle_buffer_for(dataset), seed=seed,
+                           reshuffle_each_iteration=False).take(limit)
+
+
 def _export_arrays(dataset, info, limit, image_size):
-    """The first ``limit`` examples, preprocessed as in evaluation, as ``(x, y)`` arrays."""
-    batches = pipeline(dataset.take(limit), info, training=False, batch_size=256,
+    """``limit`` examples (:func:`sample`), preprocessed as in evaluation, as ``(x, y)`` arrays."""
+    batches = pipeline(sample(dataset, limit), info, training=False, batch_size=256,
                        image_size=image_size)
     xs, ys = [], []
     for x, y in batches:
@@ -387,8 +406,10 @@ def export_arrays(spec, *, data_dir=None, image_size=16, calibration_samples=500
         ``"npz:TRAIN[,TEST]"``; the model must have been trained on it.
       data_dir: tensorflow-datasets ``data_dir``.
       image_size: side of the digits images (as in training).
-      calibration_samples: training images used to calibrate (no augmentation).
-      validation_samples: test images used to measure accuracy (0: none).
+      calibration_samples: training images used to calibrate (no augmentation), a
+        seeded uniform sample of the training set (:func:`sample`).
+      validation_samples: test images used to measure accuracy (0: none), a seeded
+        uniform sample of the test set.
     """
     for name, value in (("calibration_samples", calibration_samples),
                         ("validation_samples", validation_samples)):
