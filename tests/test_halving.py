@@ -1,0 +1,178 @@
+"""Successive halving over the schedule at the budget (search.halving_search)."""
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from tfq_pareto import data, experiment, load_model, search, training
+from tfq_pareto.backend import keras
+from tfq_pareto.search import halving
+
+
+def test_check_rungs_accepts_increasing_fractions_and_names_bad_values():
+    assert halving.check_rungs(["0.25", 0.5]) == [0.25, 0.5]
+    for bad in ([], [0.5, 0.25], [0.2, 0.2], [0], [1.0], [-0.1], ["half"]):
+        with pytest.raises(ValueError, match="rungs must be fractions of the schedule"):
+            halving.check_rungs(bad)
+
+
+def test_rung_steps_round_fractions_of_the_schedule():
+    # 3 epochs of 40 steps: a third is step 40, a ninth step 13 (120 / 9 = 13.3).
+    assert halving.rung_steps([1 / 9, 1 / 3], 120) == [13, 40]
+    assert halving.rung_steps([0.01], 120) == [1]  # never step 0
+    with pytest.raises(ValueError, match=r"fall on steps \[1, 1\]"):
+        halving.rung_steps([0.1, 0.2], 4)
+    with pytest.raises(ValueError, match="before the last step"):
+        halving.rung_steps([0.99], 12)
+
+
+@pytest.mark.parametrize("pairs,rungs,expected", [(4, 2, 2), (7, 2, 3), (7, 1, 7), (4, 1, 4),
+                                                  (16, 2, 4), (1, 1, 2), (9, 3, 3)])
+def test_eta_for_is_the_smallest_rate_leaving_one_pair(pairs, rungs, expected):
+    eta = halving.eta_for(pairs, rungs)
+    assert eta == expected
+
+    def left(rate):
+        n = pairs
+        for _ in range(rungs):
+            n = max(1, math.ceil(n / rate))
+        return n
+
+    assert left(eta) == 1 and (eta == 2 or left(eta - 1) > 1)
+
+
+def test_survivors_keep_ceil_n_over_eta():
+    assert [halving.survivors(list(range(n)), 2) for n in (1, 2, 3, 4, 7)] == [1, 1, 2, 2, 4]
+    assert halving.survivors(list(range(7)), 3) == 3
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"bits": [(1, 4)]}, "bits is the precision set B"),
+    ({"bits": [3, 9]}, "bits"),
+    ({"eta": 1}, "eta"),
+    ({"rungs": [0.5, 0.4]}, "rungs must be"),
+    ({"seeds": 0}, "seeds"),
+])
+def test_bad_arguments_fail_before_any_training(tmp_path, kwargs, match):
+    base = experiment.RunConfig(model="resnet_cifar", dataset="digits")
+    arguments = {"bits": [1, 8], "recipe": training.Recipe(epochs=1, warmup_epochs=0),
+                 "out_dir": str(tmp_path), "datasets": _tiny(), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        search.halving_search(base, 100_000, **arguments)
+    assert not (tmp_path / halving.STATE_JSON).exists()
+
+
+def _tiny(images=192):
+    train, test, info = data.load("digits", image_size=16)
+    return data.Datasets(train.take(images), test.take(96),
+                         dataclasses.replace(info, num_train=images, num_test=96))
+
+
+#: 192 images in batches of 32: 6 steps per epoch, 12 in the schedule.
+RECIPE = training.Recipe(epochs=2, warmup_epochs=0, batch_size=32)
+
+
+class _FitCounter:
+    """Wraps keras.Model.fit: counts calls, notes each call's starting optimizer step, and
+    can raise on call number ``fail_on`` (a process killed mid-search)."""
+
+    def __init__(self, monkeypatch, fail_on=None):
+        self.starts = []
+        self.fail_on = fail_on
+        real = keras.Model.fit
+        counter = self
+
+        def fit(model, *args, **kwargs):
+            counter.starts.append(int(model.optimizer.iterations.numpy()))
+            if counter.fail_on == len(counter.starts):
+                raise RuntimeError("killed")
+            return real(model, *args, **kwargs)
+
+        monkeypatch.setattr(keras.Model, "fit", fit)
+
+
+def _search(tmp_path, datasets, **kwargs):
+    base = experiment.RunConfig(model="resnet_cifar", dataset="digits")
+    budget = search.budget_of(base, datasets.info, width_multiplier=0.3, conv_bits=8)
+    arguments = {"bits": [1, 2, 4, 8], "recipe": RECIPE, "out_dir": str(tmp_path),
+                 "datasets": datasets, "rungs": (0.25, 0.5), **kwargs}
+    return budget, search.halving_search(base, budget, **arguments)
+
+
+@pytest.mark.slow
+def test_halving_trains_4_then_2_then_1_and_each_goes_on_from_its_checkpoint(tmp_path,
+                                                                               monkeypatch):
+    datasets = _tiny()
+    fits = _FitCounter(monkeypatch)
+    budget, result = _search(tmp_path, datasets)
+    assert result["eta_used"] == 2 and result["rung_steps"] == [3, 6]  # 0.25 and 0.5 of 12
+    first, second = result["rungs"]
+    # Every pair is ranked at the first rung by its accuracy there; the better half goes on.
+    assert len(first["accuracies"]) == 4
+    assert first["ranking"] == sorted(first["ranking"],
+                                      key=lambda p: -first["accuracies"][str(p[0])])
+    assert first["kept"] == first["ranking"][:2]
+    assert second["ranking"][0] in first["kept"] and sorted(second["ranking"]) == sorted(
+        first["kept"])
+    assert second["kept"] == second["ranking"][:1]
+    # 7 trainings, each starting where the pair's last one stopped: 4 at step 0, then
+    # 2 at step 3, then the survivor at step 6; 4 x 3 + 2 x 3 + 1 x 6 = 24 steps in all.
+    assert fits.starts == [0, 0, 0, 0, 3, 3, 6]
+    steps = {(p["conv_bits"]): p["step"] for p in result["pairs"].values()}
+    survivor = second["kept"][0][0]
+    assert steps[survivor] == 12 and sum(steps.values()) == 24
+    assert sorted(steps.values()) == [3, 3, 6, 12]
+    # The answer: the survivor, widened to the budget, its model saved and as accurate as
+    # its record says.
+    (record,) = result["records"]
+    best = result["best"]
+    assert best.conv_bits == survivor == record.conv_bits and best.epochs_run == 2
+    assert abs(best.size_bits - budget) <= 0.03 * budget
+    model = load_model(best.model_file)
+    training.compile_model(model, RECIPE, 6)
+    test = data.pipeline(datasets.test, datasets.info, training=False, batch_size=32)
+    assert model.evaluate(test, verbose=0)[1] == pytest.approx(best.accuracy, abs=1e-6)
+    assert result["train_seconds"]["total"] > result["train_seconds"]["final"] > 0
+    stored = json.loads((tmp_path / halving.RESULTS_JSON).read_text())
+    assert stored["kind"] == "halving_search" and stored["best"]["conv_bits"] == survivor
+    # Finished: run again, nothing trains.
+    again = _search(tmp_path, datasets)[1]
+    assert len(fits.starts) == 7 and again["best"].accuracy == best.accuracy
+
+
+@pytest.mark.slow
+def test_a_killed_halving_search_resumes_from_its_checkpoints(tmp_path, monkeypatch):
+    datasets = _tiny()
+    _FitCounter(monkeypatch, fail_on=6)  # the second pair's training to the second rung
+    with pytest.raises(RuntimeError, match="killed"):
+        _search(tmp_path, datasets)
+    monkeypatch.undo()
+    fits = _FitCounter(monkeypatch)
+    _, result = _search(tmp_path, datasets)
+    # Only the two trainings left run, each from its pair's checkpoint (not from step 0).
+    assert fits.starts == [3, 6]
+    assert sorted(p["step"] for p in result["pairs"].values()) == [3, 3, 6, 12]
+    with pytest.raises(ValueError, match="other settings.*rungs"):
+        _search(tmp_path, datasets, rungs=(0.5,))
+
+
+@pytest.mark.slow
+def test_halving_with_seeds_ranks_on_the_mean_over_seeds(tmp_path):
+    datasets = _tiny(96)
+    base = experiment.RunConfig(model="resnet_cifar", dataset="digits", seed=3)
+    budget = search.budget_of(base, datasets.info, width_multiplier=0.3, conv_bits=8)
+    recipe = training.Recipe(epochs=1, warmup_epochs=0, batch_size=16)  # 6 steps
+    result = search.halving_search(base, budget, bits=[2, 8], recipe=recipe,
+                                   out_dir=str(tmp_path), datasets=datasets, rungs=(0.5,),
+                                   seeds=2)
+    (rung,) = result["rungs"]
+    for label, mean in rung["accuracies"].items():
+        at_rung = [p["rungs"][0]["accuracy"] for p in result["pairs"].values()
+                   if str(p["conv_bits"]) == label]
+        assert len(at_rung) == 2 and mean == pytest.approx(sum(at_rung) / 2)
+    (record,) = result["records"]
+    assert record.seeds == [3, 4] and len(record.accuracies) == 2
+    assert record.accuracy == pytest.approx(sum(record.accuracies) / 2)
+    assert [record.conv_bits] == rung["kept"][0][:1]
