@@ -57,6 +57,12 @@ def compare(summary, result):
     first = result["rungs"][0]["accuracies"]
     agreement = search.rank_agreement(first, {k: g["accuracy"] for k, g in grid.items()})
     seconds = result["train_seconds"]["total"] + result["eval_seconds"]
+    # Machine-independent counts beside the seconds: optimizer steps and passes over the
+    # test set (the grid: every seed of every pair trains the whole schedule and validates
+    # once per epoch).
+    trainings = sum(len(g["seeds"]) for g in grid.values())
+    steps = sum(p["step"] for p in result["pairs"].values())
+    evaluations = sum(len(p["rungs"]) for p in result["pairs"].values())
     return {
         "grid_seeds": sorted(seeds),
         "grid_best": ranked[0],
@@ -68,6 +74,11 @@ def compare(summary, result):
         "halving_seconds": seconds,
         "ratio_to_grid_all_seeds": seconds / grid_seconds_2,
         "ratio_to_grid_one_seed": seconds / grid_seconds_1,
+        "halving_steps": steps,
+        "grid_steps": trainings * result["total_steps"],
+        "steps_ratio_to_grid_all_seeds": steps / (trainings * result["total_steps"]),
+        "halving_evaluations": evaluations,
+        "grid_evaluations": trainings * summary["schedule"]["epochs"],
         "pick": pick_key,
         "pick_accuracy_halving": pick.accuracy,
         "pick_width": pick.width_multiplier,
@@ -134,7 +145,9 @@ def main():
         base, summary["budget_bits"], bits=summary["bits"], recipe=recipe,
         out_dir=os.path.join(out, f"halving_seed_{args.seed}"), rungs=rungs, eta=args.eta,
         datasets=datasets, verbose=2, tolerance=summary["size_tolerance"])
-    report = {"model": args.model, "grid_summary": os.path.relpath(grid_path, out),
+    report = {"model": args.model,
+              "grid_summary": os.path.relpath(os.path.abspath(grid_path), os.path.abspath(out))
+              if args.grid is None or args.out is None else os.path.basename(grid_path),
               "seed": args.seed, "rungs": rungs, "eta": result["eta_used"],
               "rung_steps": result["rung_steps"], "total_steps": result["total_steps"],
               "threads": os.environ.get("TF_NUM_INTRAOP_THREADS"),
