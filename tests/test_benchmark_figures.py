@@ -492,3 +492,63 @@ def test_mcu_fit_mobilenet_large_budget_candidates_are_quoted():
     over = probes[f"8/8@{wider:.6f}"]["flash_bytes"]
     assert over > 1024 * 1024 and wider / eight <= 1.05  # the search's 5% bracket
     assert f"the next probed width, {wider:.4f}, needs {over:,} B" in flat
+
+
+@pytest.mark.parametrize("model", ["resnet_cifar", "mobilenet_v2_cifar"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_halving_search_figures_are_quoted(model, seed):
+    """Issue 16 part 3: successive halving against the 2-seed grid, one row per search seed,
+    and the rung's accuracies; the verdict words follow from the numbers."""
+    summary = _load(f"dual_precision_{model}", f"summary_halving_seed_{seed}.json")
+    grid = _load(f"dual_precision_{model}", summary["grid_summary"])
+    doc = " ".join(_doc().split())
+    name = {"resnet_cifar": "ResNet-20", "mobilenet_v2_cifar": "MobileNetV2-CIFAR"}[model]
+    rank = summary["first_rung_vs_grid_rank"]
+    row = (f"| {name} | {seed} | {rank['spearman']:+.2f} (p = {rank['p_value']:.2f}) | "
+           f"{summary['pick']} | {_pct(summary['pick_accuracy_halving'])[:-1]} | "
+           f"{summary['grid_rank_of_pick']} | {summary['points_below_grid_best']:.2f} | "
+           f"{'yes' if summary['within_grid_spread'] else 'no'} | "
+           f"{summary['steps_ratio_to_grid_all_seeds']:.2f} | "
+           f"{summary['ratio_to_grid_all_seeds']:.2f} | {summary['ratio_to_grid_one_seed']:.2f} |")
+    assert row in doc, row
+    (rung,) = summary["rungs"]
+    accuracies = ", ".join(f"{pair} {100 * acc:.2f}" for pair, acc in rung["accuracies"].items())
+    assert f"{name}, seed {seed}: {accuracies}" in doc, accuracies
+    # The grid the search is compared with is the committed one, and it is 2-seeded.
+    assert summary["grid_seeds"] == [2] and grid["model"] == model
+    best = max((r for r in grid["grid"] if r["accuracy"] is not None),
+               key=lambda r: r["accuracy"])
+    label = str(best["conv_bits"]) if best["dw_bits"] is None else \
+        f"{best['conv_bits']}/{best['dw_bits']}"
+    assert summary["grid_best"] == label
+
+
+def test_halving_search_derived_claims_follow_from_the_files():
+    """The prose around the halving table: the learning rate at the rung, step counts, the
+    cost range, and how far a halving run's pick lands from the grid's trial of it."""
+    import math
+
+    doc = " ".join(_doc().split())
+    gaps, seconds = [], []
+    for model, steps, grid_steps, eta in (("resnet_cifar", 240, 960, 4),
+                                          ("mobilenet_v2_cifar", 360, 1680, 7)):
+        grid = _load(f"dual_precision_{model}", "summary.json")
+        for seed in (0, 1):
+            summary = _load(f"dual_precision_{model}", f"summary_halving_seed_{seed}.json")
+            assert (summary["halving_steps"], summary["grid_steps"], summary["eta"]) == (
+                steps, grid_steps, eta)
+            state = _load(f"dual_precision_{model}", f"halving_seed_{seed}", "halving.json")
+            recipe = state["settings"]["recipe"]
+            total = summary["total_steps"]
+            warmup = round(recipe["warmup_epochs"] * total / recipe["epochs"])
+            (step,) = summary["rung_steps"]
+            lr = 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+            assert f"still at {100 * lr:.0f}% of its peak" in doc
+            record = next(r for r in grid["grid"] if r["accuracy"] is not None and (
+                str(r["conv_bits"]) if r["dw_bits"] is None
+                else f"{r['conv_bits']}/{r['dw_bits']}") == summary["pick"])
+            gaps.append(abs(summary["pick_accuracy_halving"] - record["accuracies"][seed]))
+            seconds.append(summary["ratio_to_grid_all_seeds"])
+        assert f"{steps:,} of {grid_steps:,}" in doc
+    assert f"by {100 * min(gaps):.2f} to {100 * max(gaps):.2f} points" in doc
+    assert f"{min(seconds):.2f}-" in doc and all(s <= 0.25 for s in sorted(seconds)[:-1])
