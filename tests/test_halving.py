@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import os
 
 import pytest
 
@@ -164,9 +165,16 @@ def test_halving_with_seeds_ranks_on_the_mean_over_seeds(tmp_path):
     base = experiment.RunConfig(model="resnet_cifar", dataset="digits", seed=3)
     budget = search.budget_of(base, datasets.info, width_multiplier=0.3, conv_bits=8)
     recipe = training.Recipe(epochs=1, warmup_epochs=0, batch_size=16)  # 6 steps
+    measured = []
+
+    def measure(record, given):  # as --measure-fit's exporter: reads the finished model file
+        measured.append(record)
+        assert given.info == datasets.info and all(os.path.exists(f) for f in record.model_files)
+        return {"macs": 1234, "flash_bytes": 5678}
+
     result = search.halving_search(base, budget, bits=[2, 8], recipe=recipe,
                                    out_dir=str(tmp_path), datasets=datasets, rungs=(0.5,),
-                                   seeds=2)
+                                   seeds=2, measure=measure)
     (rung,) = result["rungs"]
     for label, mean in rung["accuracies"].items():
         at_rung = [p["rungs"][0]["accuracy"] for p in result["pairs"].values()
@@ -176,3 +184,5 @@ def test_halving_with_seeds_ranks_on_the_mean_over_seeds(tmp_path):
     assert record.seeds == [3, 4] and len(record.accuracies) == 2
     assert record.accuracy == pytest.approx(sum(record.accuracies) / 2)
     assert [record.conv_bits] == rung["kept"][0][:1]
+    # Only the finished pair is measured, and its record carries the measurement.
+    assert len(measured) == 1 and (record.macs, record.flash_bytes) == (1234, 5678)
