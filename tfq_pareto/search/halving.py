@@ -15,11 +15,13 @@ on a short schedule (3 epochs here) its cheapest rung is already an epoch per
 pair, more than the whole search may cost (see BENCHMARKS.md, "Search cost on
 ResNet-20"). Rungs here are fractions of the schedule, counted in steps.
 
-Departures from an uninterrupted run, said here so that a reader can weigh them:
-a resumed pair starts a new pass over the training set (a fresh shuffle) at its
-rung's step instead of finishing the interrupted one, so its data order differs
-from the grid's trial of the same pair and seed; the learning rate follows the
-step count and is unchanged.
+Departures from the grid's trial of the same pair and seed, said here so that a
+reader can weigh them: the initial weights are another draw from the same
+initializers (the grid's run builds a float model before the one it trains), and a
+resumed pair starts a new pass over the training set (a fresh shuffle) at its
+rung's step instead of finishing the interrupted one; the learning rate follows the
+step count and is unchanged. On a short schedule these alone move a pair's accuracy
+by points (BENCHMARKS.md, "Successive halving at the budget").
 
 Writes into ``out_dir``: ``halving.json`` (the state, rewritten after every
 pair's rung: a rerun with the same arguments resumes and trains nothing twice),
@@ -143,7 +145,9 @@ class _Pair:
         if self.model is not None:
             return
         if self.config.seed is not None:
-            keras.utils.set_random_seed(self.config.seed)  # the grid's initial weights
+            # Seeded like a grid trial, though not drawn in the same order (experiment.run
+            # builds a float model before the one it trains): same distribution, other draw.
+            keras.utils.set_random_seed(self.config.seed)
         self.model = training.compile_model(self.build(), recipe, steps_per_epoch)
         self.model.optimizer.build(self.model.trainable_variables)
         if self.state["step"]:
