@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from tfq_pareto import checks, data, experiment, training
 from tfq_pareto.backend import keras
-from tfq_pareto.records import FAILED, TrialRecord, combine_seeds, jsonable
+from tfq_pareto.records import TrialRecord, combine_seeds, jsonable
 from tfq_pareto.saving import save_model
 from tfq_pareto.scheme import apply
 from tfq_pareto.size import model_size
@@ -285,7 +285,7 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
         """Trains ``pair`` up to global step ``target``, evaluates, checkpoints, saves the state."""
         entry = pair.state
         if entry["failed"] or entry["step"] >= target:
-            return
+            return False
         pair.load(recipe, steps_per_epoch)
         train_data = data.pipeline(train_raw, info, training=True, batch_size=recipe.batch_size,
                                    one_hot=one_hot, seed=pair.config.seed + entry["step"])
@@ -310,6 +310,7 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
         pair.save()
         write_state()
         pair.drop_old_checkpoints()
+        return True
 
     def accuracy_at(pair, step):
         return next(r["accuracy"] for r in pair.state["rungs"] if r["step"] == step)
@@ -337,25 +338,26 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
 
     records = []
     for name, runs in alive:
-        for pair in runs:
-            advance(pair, total_steps)
+        trained = [advance(pair, total_steps) for pair in runs]
         if any(p.state["failed"] for p in runs):
             failed.append({"pair": list(name), "message": next(
                 p.state["failed"] for p in runs if p.state["failed"])})
             continue
         seed_records = []
-        for pair in runs:
+        for pair, now in zip(runs, trained):
             entry = pair.state
             model_file = os.path.join(pair.folder, experiment.MODEL_FILE)
             pair.load(recipe, steps_per_epoch)
-            save_model(pair.model, model_file)
+            if now or not os.path.exists(model_file):  # a finished rerun saves nothing again
+                save_model(pair.model, model_file)
             final = entry["rungs"][-1]
+            size_bits = model_size(pair.model)
             seed_records.append(TrialRecord(
                 conv_bits=entry["conv_bits"], dw_bits=entry["dw_bits"],
                 width_multiplier=entry["width_multiplier"], budget_bits=float(budget_bits),
                 seed=entry["seed"], config=dataclasses.asdict(pair.config),
                 recipe=dataclasses.asdict(recipe), dataset_info=dataclasses.asdict(info),
-                size_bits=model_size(pair.model), size_kib=model_size(pair.model) / 8192,
+                size_bits=size_bits, size_kib=size_bits / 8192,
                 params=pair.model.count_params(), accuracy=final["accuracy"],
                 loss=final["loss"], train_seconds=entry["train_seconds"],
                 epochs_run=recipe.epochs, model_file=model_file))
@@ -364,12 +366,11 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
             record = record.replace(**measure(record, datasets))
         records.append(record)
     best = max(records, key=lambda r: r.accuracy) if records else None
-    pairs = [p for _, runs in state_pairs(state) for p in runs]
-    final_keys = {f"{_pair_name(*n)}/seed_{p.config.seed}" for n, runs in alive for p in runs}
+    pairs = list(state["pairs"].values())
     rung_seconds = sum(r["train_seconds"] for p in pairs for r in p["rungs"]
                        if r["step"] < total_steps)
-    final_seconds = sum(r["train_seconds"] for key, p in state["pairs"].items()
-                        if key in final_keys for r in p["rungs"] if r["step"] == total_steps)
+    final_seconds = sum(r["train_seconds"] for p in pairs for r in p["rungs"]
+                        if r["step"] == total_steps)  # only the survivors get there
     result = {"kind": "halving_search", **settings, "eta_used": eta, "rung_steps": steps,
               "total_steps": total_steps, "best": best, "records": records,
               "rungs": rung_log, "failed": failed,
@@ -380,10 +381,3 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
     training.write_json(os.path.join(out_dir, RESULTS_JSON), jsonable(result))
     return result
 
-
-def state_pairs(state):
-    """``state["pairs"]`` grouped by pair: ``[((conv, dw), [entry, ...]), ...]``."""
-    grouped = {}
-    for entry in state["pairs"].values():
-        grouped.setdefault((entry["conv_bits"], entry["dw_bits"]), []).append(entry)
-    return list(grouped.items())
