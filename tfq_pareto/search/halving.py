@@ -52,7 +52,7 @@ RESULTS_JSON = "results.json"
 #: Default rungs: a ninth and a third of the schedule (the classic geometric
 #: spacing of successive halving with eta = 3). On a very short schedule the first
 #: rung may come too early to rank: on the 3-epoch CIFAR-10 benchmark, 20 steps
-#: (a sixth) left ResNet-20 at chance (10.6-11.2%), so that benchmark ranks once,
+#: (a sixth) left ResNet-20 at chance in a first try, so that benchmark ranks once,
 #: at a third (``rungs=(1 / 3,)``).
 DEFAULT_RUNGS = (1 / 9, 1 / 3)
 
