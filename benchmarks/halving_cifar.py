@@ -18,6 +18,15 @@ run's grid, which trained every pair with 2 seeds:
 
     python benchmarks/halving_cifar.py --model resnet_cifar
     python benchmarks/halving_cifar.py --model mobilenet_v2_cifar --seed 1
+    python benchmarks/halving_cifar.py --model resnet_cifar \
+        --grid benchmarks/results/training_floor/summary.json
+
+The grid may also be ``benchmarks/training_floor.py``'s (ResNet-20 at 1/2/4/8
+bits, 20,000 images, 8 epochs, 8-bit activations, 2 seeds): a longer schedule
+on which the grid's own order is beyond its seed spread. Its per-seed runs are
+read as a grid (:func:`grid_from_floor`: each precision's full-test accuracies,
+their mean and sample std, the seeds' summed seconds) and the search runs on its
+setting and recipe.
 
 Writes ``benchmarks/results/dual_precision_<model>/halving_seed_<s>/`` (the
 search's own files; resumable) and ``summary_halving_seed_<s>.json`` beside the
@@ -30,7 +39,9 @@ import argparse
 import json
 import os
 
+import numpy as np
 from figure1_cifar import SHARED, load_cifar  # benchmarks/ is the script's folder
+from training_floor import WIDTH_TOLERANCE
 
 from tfq_pareto import experiment, search, training
 from tfq_pareto.search.halving import DEFAULT_RUNGS, check_rungs, pair_label
@@ -40,6 +51,41 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _key(conv_bits, dw_bits):
     return pair_label(conv_bits, dw_bits)
+
+
+def grid_from_floor(floor):
+    """A ``training_floor.py`` summary in the form of a ``dual_precision_cifar.py`` one.
+
+    Each precision's runs become a grid pair (standard convs only, ``dw_bits``
+    None): every seed's full-test accuracy (fractions), their mean and sample
+    standard deviation (None for one seed), the seeds, the runs' summed
+    ``train_seconds``, width and Eq. (6) size. The schedule and recipe are the
+    floor's, the test set the full one; the width tolerance is the one the floor
+    used (``setting.size_tolerance``; runs before it was recorded used
+    :data:`training_floor.WIDTH_TOLERANCE`).
+    """
+    setting, grid = floor["setting"], []
+    for bits in sorted({r["conv_bits"] for r in floor["runs"]}):
+        runs = sorted((r for r in floor["runs"] if r["conv_bits"] == bits),
+                      key=lambda r: r["seed"])
+        accuracies = [r["accuracy_full"] for r in runs]
+        grid.append({"conv_bits": bits, "dw_bits": None, "accuracies": accuracies,
+                     "accuracy": float(np.mean(accuracies)),
+                     "accuracy_std": float(np.std(accuracies, ddof=1))
+                     if len(accuracies) > 1 else None,
+                     "seeds": [r["seed"] for r in runs],
+                     "train_seconds": sum(r["train_seconds"] for r in runs),
+                     "width": runs[0]["width"], "size_bits": runs[0]["size_bits"]})
+    recipe = setting["recipe"]
+    return {"model": "resnet_cifar", "grid": grid, "bits": [g["conv_bits"] for g in grid],
+            "budget_bits": setting["budget_bits"],
+            "size_tolerance": setting.get("size_tolerance", WIDTH_TOLERANCE),
+            "schedule": {"train_images": setting["train_images"], "test_images": None,
+                         "act_bits": setting["act_bits"],
+                         "first_last_bits": 8,  # RunConfig's default, which the floor kept
+                         "epochs": recipe["epochs"], "warmup_epochs": recipe["warmup_epochs"],
+                         "batch_size": recipe["batch_size"], "lr": recipe["learning_rate"]},
+            "recipe": recipe}
 
 
 def compare(summary, result):
@@ -82,6 +128,7 @@ def compare(summary, result):
         "pick": pick_key,
         "pick_accuracy_halving": pick.accuracy,
         "pick_width": pick.width_multiplier,
+        "grid_width_of_pick": grid[pick_key].get("width"),
         "pick_size_kib": pick.size_kib,
         "grid_rank_of_pick": 1 + ranked.index(pick_key),
         "points_below_grid_best": 100 * (best["accuracy"] - grid[pick_key]["accuracy"]),
@@ -129,6 +176,8 @@ def main():
                      f"--model {args.model} first, or pass --grid")
     with open(grid_path, encoding="utf-8") as f:
         summary = json.load(f)
+    if "per_precision" in summary and "runs" in summary:  # a training_floor.py summary
+        summary = grid_from_floor(summary)
     if summary["model"] != args.model:
         parser.error(f"{grid_path} is a grid of {summary['model']!r}, not {args.model!r}")
     out = args.out or os.path.dirname(os.path.abspath(grid_path))
@@ -139,8 +188,12 @@ def main():
                                 dw_bits=8 if depthwise else None,
                                 act_bits=schedule["act_bits"], dataset="cifar10_npz",
                                 first_last_bits=schedule["first_last_bits"], seed=args.seed)
-    recipe = training.Recipe(epochs=schedule["epochs"], warmup_epochs=schedule["warmup_epochs"],
-                             batch_size=schedule["batch_size"], learning_rate=schedule["lr"])
+    if "recipe" in summary:  # the grid recorded its whole recipe
+        recipe = training.Recipe(**summary["recipe"])
+    else:
+        recipe = training.Recipe(epochs=schedule["epochs"],
+                                 warmup_epochs=schedule["warmup_epochs"],
+                                 batch_size=schedule["batch_size"], learning_rate=schedule["lr"])
     result = search.halving_search(
         base, summary["budget_bits"], bits=summary["bits"], recipe=recipe,
         out_dir=os.path.join(out, f"halving_seed_{args.seed}"), rungs=rungs, eta=args.eta,

@@ -44,6 +44,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE = {1: 69.8, 2: 66.6, 4: 69.0, 8: 65.0}
 #: Issue 14, item 9: the project's sweep before the fixes (full test set), in %.
 BEFORE = {1: 67.4, 2: 67.1, 4: 65.8, 8: 59.8}
+#: Relative tolerance of each precision's width under the budget (``width_for_size``).
+WIDTH_TOLERANCE = 0.03
 
 
 def _every_other(test_raw, info, batch_size):
@@ -86,7 +88,8 @@ def main():
 
     half_test = _every_other(test_raw, info, recipe.batch_size)
     runs = []
-    widths = {bits: tfq_pareto.width_for_size(builder, budget, conv_bits=bits, tolerance=0.03)
+    widths = {bits: tfq_pareto.width_for_size(builder, budget, conv_bits=bits,
+                                             tolerance=WIDTH_TOLERANCE)
               for bits in bits_list}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         # every precision once before any second seed
@@ -167,7 +170,7 @@ def _summary(args, budget, recipe, runs):
                     "budget_bits": budget, "budget": f"Eq. (6) size of the 4-bit "
                     f"{args.reference_width}x model", "epochs": recipe.epochs,
                     "warmup_epochs": recipe.warmup_epochs, "act_bits": recipe.act_bits,
-                    "recipe": dataclasses.asdict(recipe)},
+                    "size_tolerance": WIDTH_TOLERANCE, "recipe": dataclasses.asdict(recipe)},
         "reference_note": ("reference: issue 14 item 9's minimal tfmot + tf_keras implementation "
                            "(one seed, every other test image); before: the project's sweep "
                            "before issue 14's fixes (full test set)"),

@@ -502,3 +502,76 @@ def test_mcu_fit_benchmark_runs_one_seed_per_process_then_resumes_them(tmp_path)
         [sys.executable, os.path.join(BENCHMARKS, "mcu_fit.py"), *common, "--only-seed", "2"],
         capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 2 and "--only-seed must be one of 0..1" in bad.stderr
+
+
+def _floor_summary():
+    """A training_floor.py summary with two precisions, two seeds each (fractions)."""
+    runs = [{"conv_bits": bits, "seed": seed, "width": width, "size_bits": size,
+             "accuracy_full": acc, "accuracy_every_other": acc, "train_seconds": secs}
+            for bits, width, size, seed, acc, secs in (
+                (1, 1.0, 278400, 1, 0.72, 30.0), (1, 1.0, 278400, 0, 0.74, 10.0),
+                (8, 0.3555, 278208, 0, 0.66, 5.0), (8, 0.3555, 278208, 1, 0.68, 7.0))]
+    recipe = {"epochs": 8, "batch_size": 128, "learning_rate": 0.05, "warmup_epochs": 1,
+              "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "label_smoothing": 0.0,
+              "act_bits": 8}
+    return {"setting": {"model": "resnet20_cifar", "train_images": 20000, "budget_bits": 274112,
+                        "epochs": 8, "warmup_epochs": 1, "act_bits": 8, "recipe": recipe},
+            "runs": runs, "per_precision": []}
+
+
+def test_halving_benchmark_reads_the_training_floor_as_a_grid():
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import halving_cifar  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.remove(BENCHMARKS)
+    grid = halving_cifar.grid_from_floor(_floor_summary())
+    pairs = {g["conv_bits"]: g for g in grid["grid"]}
+    assert grid["bits"] == [1, 8] and grid["budget_bits"] == 274112
+    assert pairs[1]["seeds"] == [0, 1] and pairs[1]["accuracies"] == [0.74, 0.72]  # seed order
+    assert pairs[1]["accuracy"] == pytest.approx(0.73)
+    assert pairs[1]["accuracy_std"] == pytest.approx(np.std([0.74, 0.72], ddof=1))
+    assert pairs[1]["train_seconds"] == 40.0 and pairs[8]["train_seconds"] == 12.0
+    assert pairs[8]["dw_bits"] is None and pairs[8]["width"] == 0.3555
+    assert grid["size_tolerance"] == 0.03  # what the floor's widths were searched with
+    assert grid["schedule"]["epochs"] == 8 and grid["schedule"]["act_bits"] == 8
+    assert grid["schedule"]["test_images"] is None  # the floor's full test set
+    assert grid["recipe"]["weight_decay"] == 5e-4
+    # The search is judged against this grid as against a dual_precision one.
+    pick = type("Pick", (), {"conv_bits": 8, "dw_bits": None, "accuracy": 0.7,
+                             "width_multiplier": 0.3555, "size_kib": 33.96})()
+    result = {"best": pick, "rungs": [{"accuracies": {"1": 0.3, "8": 0.4}}],
+              "train_seconds": {"total": 10.0}, "eval_seconds": 1.0, "total_steps": 100,
+              "failed": [],
+              "pairs": {"1": {"step": 33, "rungs": [0]}, "8": {"step": 100, "rungs": [0, 1]}}}
+    report = halving_cifar.compare(grid, result)
+    assert report["grid_best"] == "1" and report["grid_rank_of_pick"] == 2
+    assert report["points_below_grid_best"] == pytest.approx(6.0)
+    pooled = ((np.std([0.74, 0.72], ddof=1) ** 2 + np.std([0.66, 0.68], ddof=1) ** 2) / 2) ** 0.5
+    assert report["pooled_std_points"] == pytest.approx(100 * pooled)
+    assert report["within_grid_spread"] is False
+    assert report["grid_seconds_all_seeds"] == 52.0 and report["grid_seconds_one_seed"] == 26.0
+    assert report["ratio_to_grid_all_seeds"] == pytest.approx(11.0 / 52.0)
+    assert report["steps_ratio_to_grid_all_seeds"] == pytest.approx(133 / 400)
+    assert report["grid_width_of_pick"] == 0.3555
+
+
+@pytest.mark.slow
+def test_halving_benchmark_searches_on_the_training_floors_setting(tmp_path):
+    _cifar_shaped_npz(tmp_path, n_train=64, n_test=64)
+    floor = tmp_path / "floor"
+    _run("training_floor.py", "--bits", "1,8", "--seeds", "2", "--epochs", "3",
+         "--warmup-epochs", "0", "--train-images", "64", "--data-dir", str(tmp_path),
+         "--out", str(floor))
+    _run("halving_cifar.py", "--model", "resnet_cifar", "--grid", str(floor / "summary.json"),
+         "--rungs", "0.34", "--data-dir", str(tmp_path), "--out", str(tmp_path / "search"))
+    report = json.loads((tmp_path / "search" / "summary_halving_seed_0.json").read_text())
+    floor_runs = json.loads((floor / "summary.json").read_text())["runs"]
+    assert report["grid_seeds"] == [2] and report["eta"] == 2
+    assert report["total_steps"] == 3  # 64 images, batch 128: 1 step per epoch, 3 epochs
+    assert report["halving_steps"] == 1 + 3  # both pairs to the rung, the pick to the end
+    assert report["steps_ratio_to_grid_all_seeds"] == pytest.approx(4 / 12)
+    assert report["pick_width"] == report["grid_width_of_pick"]  # the floor's width, found again
+    assert report["grid_seconds_all_seeds"] == pytest.approx(
+        sum(r["train_seconds"] for r in floor_runs))
+    assert set(report["rungs"][0]["accuracies"]) == {"1", "8"}
