@@ -575,3 +575,76 @@ def test_halving_benchmark_searches_on_the_training_floors_setting(tmp_path):
     assert report["grid_seconds_all_seeds"] == pytest.approx(
         sum(r["train_seconds"] for r in floor_runs))
     assert set(report["rungs"][0]["accuracies"]) == {"1", "8"}
+
+
+def _floor_with_histories(folder, curves, train_images=256, batch_size=128, warmup_epochs=1):
+    """A training_floor.py folder: summary.json and each run's history.csv (test accuracy per
+    epoch, in ``curves[(bits, seed)]``)."""
+    epochs = len(next(iter(curves.values())))
+    runs = []
+    for (bits, seed), accuracies in curves.items():
+        run_dir = folder / f"b{bits}_s{seed}"
+        run_dir.mkdir(parents=True)
+        lines = ["epoch,accuracy,loss,val_accuracy,val_loss"] + [
+            f"{e},0.5,1.0,{a},1.0" for e, a in enumerate(accuracies)]
+        (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
+        runs.append({"conv_bits": bits, "seed": seed, "width": 1.0, "size_bits": 1000,
+                     "accuracy_full": accuracies[-1], "accuracy_every_other": accuracies[-1],
+                     "train_seconds": 1.0})
+    recipe = {"epochs": epochs, "batch_size": batch_size, "learning_rate": 0.05,
+              "warmup_epochs": warmup_epochs, "act_bits": 8}
+    summary = {"setting": {"train_images": train_images, "budget_bits": 1000, "act_bits": 8,
+                           "epochs": epochs, "warmup_epochs": warmup_epochs, "recipe": recipe},
+               "runs": runs, "per_precision": []}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def test_rung_ranking_reads_where_the_grids_order_settles(tmp_path):
+    import math  # pylint: disable=import-outside-toplevel
+
+    from scipy import stats  # pylint: disable=import-outside-toplevel
+
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import rung_ranking  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.remove(BENCHMARKS)
+    # Epoch 1 ranks 8 > 4 > 2 > 1 (the reverse of the end), epoch 3 is the final order.
+    curves = {(1, 0): [0.10, 0.50, 0.80], (1, 1): [0.12, 0.52, 0.78],
+              (2, 0): [0.20, 0.40, 0.70], (2, 1): [0.22, 0.42, 0.74],
+              (4, 0): [0.30, 0.45, 0.60], (4, 1): [0.28, 0.47, 0.62],
+              (8, 0): [0.40, 0.30, 0.50], (8, 1): [0.38, 0.33, 0.54]}
+    summary = _floor_with_histories(tmp_path, curves)
+    table = rung_ranking.rung_table(summary, rung_ranking.read_runs(str(tmp_path), summary))
+    assert table["grid_best"] == 1 and table["steps_per_epoch"] == 2
+    assert table["grid_final_mean"]["1"] == pytest.approx(0.79)
+    rows = {(r["epoch"], tuple(r["seeds"])): r for r in table["rows"]}
+    assert len(rows) == 3 * 3  # 3 epochs x (seed 0, seed 1, both)
+    first, last = rows[(1, (0, 1))], rows[(3, (0, 1))]
+    assert first["leader"] == 8 and first["spearman"] == pytest.approx(-1.0)
+    assert first["leader_points_below_best"] == pytest.approx(100 * (0.79 - 0.52))
+    assert not first["leader_within_spread"] and not first["leader_is_grid_best"]
+    assert last["leader"] == 1 and last["spearman"] == pytest.approx(1.0)
+    middle = rows[(2, (0,))]  # seed 0 alone: 1 (0.50) > 4 (0.45) > 2 (0.40) > 8 (0.30)
+    final = [0.79, 0.72, 0.61, 0.52]
+    assert middle["spearman"] == pytest.approx(stats.spearmanr([0.50, 0.40, 0.45, 0.30],
+                                                               final)[0])
+    # lr at the end of epoch 2: warm-up 2 steps, cosine over 4 more, 2 of them done.
+    assert middle["lr_fraction_of_peak"] == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 4)))
+    # One-rung halving at epoch 1 with one seed: 4 pairs x 1 epoch + the pick's 2 more, over
+    # the 2-seed grid's 2 x 4 x 3 epochs; with both seeds twice that.
+    assert rows[(1, (1,))]["halving_steps_ratio_to_grid"] == pytest.approx(6 / 24)
+    assert first["halving_steps_ratio_to_grid"] == pytest.approx(12 / 24)
+
+
+def test_rung_ranking_refuses_a_history_that_is_not_the_run(tmp_path):
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import rung_ranking  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.remove(BENCHMARKS)
+    summary = _floor_with_histories(tmp_path, {(1, 0): [0.1, 0.5], (8, 0): [0.2, 0.4]})
+    summary["runs"][0]["accuracy_full"] = 0.9  # the record says 0.9, the history 0.5
+    with pytest.raises(ValueError, match=r"last epoch 0\.5000 is not the run's accuracy 0\.9000"):
+        rung_ranking.read_runs(str(tmp_path), summary)
