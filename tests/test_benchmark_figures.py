@@ -552,3 +552,49 @@ def test_halving_search_derived_claims_follow_from_the_files():
         assert f"{steps:,} of {grid_steps:,}" in doc
     assert f"by {100 * min(gaps):.2f} to {100 * max(gaps):.2f} points" in doc
     assert f"{min(seconds):.2f}-" in doc and all(s <= 0.25 for s in sorted(seconds)[:-1])
+
+
+def test_rung_ranking_table_and_claims_are_quoted():
+    """Where the training floor's order settles: each epoch's row (lr, each seed's leader and
+    rho, the mean's, the one-rung halving cost), the final means, and the prose's claims."""
+    table, doc = _load("training_floor", "rung_ranking.json"), _doc()
+    floor = _load("training_floor", "summary.json")
+    flat = " ".join(doc.split())
+    rows = {}
+    for row in table["rows"]:
+        rows.setdefault(row["epoch"], {})[tuple(row["seeds"])] = row
+
+    def cell(row):
+        return f"{row['leader']} ({row['spearman']:+.2f})"
+
+    for epoch, by_seeds in rows.items():
+        one, both = by_seeds[(0,)], by_seeds[(0, 1)]
+        quoted = (f"| {epoch} | {100 * one['lr_fraction_of_peak']:.0f} | {cell(one)} | "
+                  f"{cell(by_seeds[(1,)])} | {cell(both)} | "
+                  f"{one['halving_steps_ratio_to_grid']:.2f} / "
+                  f"{both['halving_steps_ratio_to_grid']:.2f} |")
+        assert quoted in doc, quoted
+    # The final means are the floor's full-test accuracies, and each step is beyond the spread.
+    finals = ", ".join(f"{b}-bit {100 * table['grid_final_mean'][b]:.2f} +- "
+                       f"{100 * table['grid_final_std'][b]:.2f}" for b in ("1", "2", "4", "8"))
+    assert f"On the full test set: {finals}%" in flat
+    for b in ("1", "2", "4", "8"):
+        runs = [r["accuracy_full"] for r in floor["runs"] if str(r["conv_bits"]) == b]
+        assert table["grid_final_mean"][b] == pytest.approx(sum(runs) / len(runs))
+    mean, std = table["grid_final_mean"], table["grid_final_std"]
+    for high, low in (("1", "2"), ("2", "4"), ("4", "8")):
+        assert mean[high] - mean[low] > ((std[high] ** 2 + std[low] ** 2) / 2) ** 0.5
+    # The prose: epochs 2 and 3 flip, the mean's order is 1-bit first from epoch 6 on, and
+    # only epochs 1-2 fit under 0.25 with one search seed.
+    assert rows[2][(0,)]["leader"] == rows[2][(1,)]["leader"] == 1
+    assert rows[3][(0,)]["leader"] == rows[3][(1,)]["leader"] == 8
+    assert "Both seeds put 1-bit first after epoch 2 and 8-bit, the grid's last, first after " \
+           "epoch 3." in flat
+    settled = [e for e in rows if all(rows[k][(0, 1)]["leader"] == 1
+                                      and round(rows[k][(0, 1)]["spearman"], 2) >= 0.8
+                                      for k in rows if k >= e)]
+    assert min(settled) == 6
+    assert (f"From epoch 6 on (lr at {100 * rows[6][(0,)]['lr_fraction_of_peak']:.0f}% of its "
+            f"peak), the two seeds' mean puts 1-bit first with rho of +0.80 or more") in flat
+    assert f"costs {rows[6][(0,)]['halving_steps_ratio_to_grid']:.2f} of the 2-seed" in flat
+    assert [e for e in rows if rows[e][(0,)]["halving_steps_ratio_to_grid"] <= 0.25] == [1, 2]

@@ -157,3 +157,27 @@ def test_every_project_name_the_readme_snippets_use_exists():
         except (ImportError, AttributeError):
             missing.append(name)
     assert not missing, f"README snippets use names that do not exist: {missing}"
+
+
+def _slug(heading):
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces -> '-'."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_links_to_a_section_point_at_a_heading_that_exists():
+    documents = {}
+    for name in ("README.md", "BENCHMARKS.md"):
+        with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+            documents[name] = f.read()
+    anchors = {name: {_slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+               for name, text in documents.items()}
+    links = [(source, target or source, anchor)
+             for source, text in documents.items()
+             for target, anchor in re.findall(r"\]\(((?:README|BENCHMARKS)\.md)?#([\w\-]+)\)",
+                                              text)]
+    assert links  # both documents link to sections
+    broken = [link for link in links if link[2] not in anchors[link[1]]]
+    assert not broken, broken
+    assert _slug("Where the order settles: the training floor's grid, epoch by epoch") == \
+        "where-the-order-settles-the-training-floors-grid-epoch-by-epoch"
