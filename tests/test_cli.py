@@ -226,3 +226,15 @@ def test_demo_bad_epochs(capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--epochs", "0"])
     assert "received '0'" in capsys.readouterr().err
+
+
+def test_a_halving_rungs_cut_is_printed_with_its_verdict_on_the_spread():
+    one_seed = {"kept": "1", "dropped": "8", "margin": 0.0123, "pooled_std": None,
+                "beyond_spread": None}
+    assert cli._cut_text(one_seed) == ("; 1 kept over 8 by 1.23 points (one seed: spread "
+                                       "unknown; --seeds 2 tells)")
+    within = dict(one_seed, pooled_std=0.02, beyond_spread=False)
+    assert cli._cut_text(within).endswith("pooled std 2.00: WITHIN the seed spread")
+    beyond = dict(one_seed, pooled_std=0.005, beyond_spread=True)
+    assert cli._cut_text(beyond).endswith("pooled std 0.50: beyond the seed spread")
+    assert cli._cut_text(None) == ""  # the last rung kept every pair left: no cut

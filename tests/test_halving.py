@@ -5,6 +5,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from tfq_pareto import data, experiment, load_model, search, training
@@ -118,6 +119,13 @@ def test_halving_trains_4_then_2_then_1_and_each_goes_on_from_its_checkpoint(tmp
     assert second["ranking"][0] in first["kept"] and sorted(second["ranking"]) == sorted(
         first["kept"])
     assert second["kept"] == second["ranking"][:1]
+    # One seed: no spread, so no verdict on the cuts; their margins are the rung's gaps.
+    assert first["stds"] == {label: None for label in first["accuracies"]}
+    cut = first["cut"]
+    assert cut["pooled_std"] is None and cut["beyond_spread"] is None
+    assert cut["margin"] == pytest.approx(first["accuracies"][cut["kept"]]
+                                          - first["accuracies"][cut["dropped"]])
+    assert [int(cut["kept"]), int(cut["dropped"])] == [p[0] for p in first["ranking"][1:3]]
     # 7 trainings, each starting where the pair's last one stopped: 4 at step 0, then
     # 2 at step 3, then the survivor at step 6; 4 x 3 + 2 x 3 + 1 x 6 = 24 steps in all.
     assert fits.starts == [0, 0, 0, 0, 3, 3, 6]
@@ -180,6 +188,18 @@ def test_halving_with_seeds_ranks_on_the_mean_over_seeds(tmp_path):
         at_rung = [p["rungs"][0]["accuracy"] for p in result["pairs"].values()
                    if str(p["conv_bits"]) == label]
         assert len(at_rung) == 2 and mean == pytest.approx(sum(at_rung) / 2)
+    # The cut: the kept pair's margin over the dropped one against their pooled seed std,
+    # computed here from each seed's accuracy at the rung.
+    at_rung = {label: [p["rungs"][0]["accuracy"] for p in result["pairs"].values()
+                       if str(p["conv_bits"]) == label] for label in ("2", "8")}
+    std = {label: float(np.std(v, ddof=1)) for label, v in at_rung.items()}
+    assert rung["stds"] == pytest.approx(std)
+    kept, dropped = str(rung["kept"][0][0]), str(rung["ranking"][1][0])
+    cut = rung["cut"]
+    assert (cut["kept"], cut["dropped"]) == (kept, dropped)
+    assert cut["margin"] == pytest.approx(np.mean(at_rung[kept]) - np.mean(at_rung[dropped]))
+    assert cut["pooled_std"] == pytest.approx(np.sqrt((std[kept] ** 2 + std[dropped] ** 2) / 2))
+    assert cut["beyond_spread"] == (cut["margin"] > cut["pooled_std"])
     (record,) = result["records"]
     assert record.seeds == [3, 4] and len(record.accuracies) == 2
     assert record.accuracy == pytest.approx(sum(record.accuracies) / 2)

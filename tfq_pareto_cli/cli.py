@@ -337,7 +337,8 @@ def _search_command(args, out):
         for rung in result["rungs"]:
             accuracies = ", ".join(f"{k}: {100 * v:.2f}%" for k, v in rung["accuracies"].items())
             print(f"rung at {rung['fraction']:.3g} of the schedule (step {rung['step']}): "
-                  f"{accuracies}; kept {[tuple(p) for p in rung['kept']]}", file=out)
+                  f"{accuracies}; kept {[tuple(p) for p in rung['kept']]}"
+                  f"{_cut_text(rung.get('cut'))}", file=out)
         for failed in result["failed"]:
             print(f"conv {failed['pair'][0]} dw {failed['pair'][1]}: FAILED {failed['message']}",
                   file=out)
@@ -365,6 +366,17 @@ def _search_command(args, out):
     else:
         print(f"wrote {args.out}/results.json, results.csv, pareto.png, grid.png", file=out)
     return 0
+
+
+def _cut_text(cut):
+    """A halving rung's cut, and whether it was decided beyond the seed spread."""
+    if not cut:
+        return ""
+    text = f"; {cut['kept']} kept over {cut['dropped']} by {100 * cut['margin']:.2f} points"
+    if cut["beyond_spread"] is None:
+        return text + " (one seed: spread unknown; --seeds 2 tells)"
+    where = "beyond" if cut["beyond_spread"] else "WITHIN"
+    return text + f", pooled std {100 * cut['pooled_std']:.2f}: {where} the seed spread"
 
 
 def _accuracy_text(accuracy, std=None):

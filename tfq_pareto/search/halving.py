@@ -43,6 +43,7 @@ from tfq_pareto.backend import keras
 from tfq_pareto.records import TrialRecord, combine_seeds, jsonable
 from tfq_pareto.saving import save_model
 from tfq_pareto.scheme import apply
+from tfq_pareto.search.front import pooled_std
 from tfq_pareto.size import model_size
 
 #: The state file of a halving search (resumable).
@@ -55,6 +56,27 @@ RESULTS_JSON = "results.json"
 #: (a sixth) left ResNet-20 at chance in a first try, so that benchmark ranks once,
 #: at a third (``rungs=(1 / 3,)``).
 DEFAULT_RUNGS = (1 / 9, 1 / 3)
+
+
+def _sample_std(values):
+    """Sample standard deviation (ddof 1) of a pair's seeds; None for one seed."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _cut(ranked, kept, means, stds):
+    """Whether a rung's cut is beyond the seed spread: the last pair kept against the first
+    dropped, their mean difference and pooled seed std (None with one seed, or when the rung
+    dropped nothing)."""
+    if kept >= len(ranked):
+        return None
+    last, first_out = ranked[kept - 1][0], ranked[kept][0]
+    margin = means[last] - means[first_out]
+    spread = pooled_std(stds[last], stds[first_out])
+    return {"kept": pair_label(*last), "dropped": pair_label(*first_out), "margin": margin,
+            "pooled_std": spread, "beyond_spread": None if spread is None else margin > spread}
 
 
 def check_rungs(rungs):
@@ -177,7 +199,11 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
     fraction of the schedule's steps) every pair still in trains up to that step
     and is evaluated on the test set; the best ``ceil(n / eta)`` by mean accuracy
     over ``seeds`` go on. Those left after the last rung finish the schedule; the
-    most accurate of them is the answer.
+    most accurate of them is the answer. Each rung's ``cut`` says whether it was
+    decided beyond the seed spread: the mean margin of the last pair kept over the
+    first dropped against their pooled seed std (``beyond_spread`` is None with one
+    seed, when no spread is known). A cut within the spread is a coin toss between
+    those pairs; on short schedules early rungs often are (``BENCHMARKS.md``).
 
     Args:
       base_config: :class:`tfq_pareto.experiment.RunConfig`; its precision and width
@@ -200,7 +226,9 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
 
     Returns:
       ``{"best": TrialRecord, "records": [finished TrialRecords], "rungs": [{"fraction",
-      "step", "accuracies": {"c/d": mean}, "kept": [[c, d], ...]}, ...],
+      "step", "accuracies": {"c/d": mean}, "stds": {"c/d": sample std or None},
+      "ranking": [[c, d], ...], "kept": [[c, d], ...], "cut": {"kept", "dropped", "margin",
+      "pooled_std", "beyond_spread"} or None}, ...],
       "failed": [{"pair", "message"}], "train_seconds": {"rungs", "final", "total"},
       "eval_seconds": s}`` (also ``results.json``). ``train_seconds`` is ``model.fit``'s wall
       clock (no validation pass: each rung evaluates once, counted in ``eval_seconds``).
@@ -327,12 +355,15 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
         alive = [(name, runs) for name, runs in alive if not any(p.state["failed"] for p in runs)]
         means = {name: sum(accuracy_at(p, step) for p in runs) / len(runs)
                  for name, runs in alive}
+        stds = {name: _sample_std([accuracy_at(p, step) for p in runs]) for name, runs in alive}
         ranked = sorted(alive, key=lambda item: -means[item[0]])
         alive = ranked[:survivors(ranked, eta)]
         rung_log.append({"fraction": fraction, "step": step,
                          "accuracies": {pair_label(*name): means[name] for name in means},
+                         "stds": {pair_label(*name): stds[name] for name in stds},
                          "ranking": [list(name) for name, _ in ranked],
-                         "kept": [list(name) for name, _ in alive]})
+                         "kept": [list(name) for name, _ in alive],
+                         "cut": _cut(ranked, len(alive), means, stds)})
         for pair in (p for _, runs in ranked[len(alive):] for p in runs):
             pair.model = None  # out of the search: free its graph
 
