@@ -108,6 +108,14 @@ def compare(summary, result):
     # once per epoch).
     trainings = sum(len(g["seeds"]) for g in grid.values())
     steps = sum(p["step"] for p in result["pairs"].values())
+    # The same pair's seconds per optimizer step in the search and in the grid: when the grid
+    # ran on another machine or day, this ratio shows how much of the seconds ratio is the
+    # machine (the grid's seconds include its per-epoch validation pass).
+    mine = [p for p in result["pairs"].values()
+            if _key(p["conv_bits"], p["dw_bits"]) == pick_key]
+    per_step = sum(p["train_seconds"] for p in mine) / sum(p["step"] for p in mine)
+    per_step_grid = grid[pick_key]["train_seconds"] / (
+        len(grid[pick_key]["seeds"]) * result["total_steps"])
     evaluations = sum(len(p["rungs"]) for p in result["pairs"].values())
     return {
         "grid_seeds": sorted(seeds),
@@ -120,6 +128,8 @@ def compare(summary, result):
         "halving_seconds": seconds,
         "ratio_to_grid_all_seeds": seconds / grid_seconds_2,
         "ratio_to_grid_one_seed": seconds / grid_seconds_1,
+        "pick_seconds_per_step_halving": per_step,
+        "pick_seconds_per_step_grid": per_step_grid,
         "halving_steps": steps,
         "grid_steps": trainings * result["total_steps"],
         "steps_ratio_to_grid_all_seeds": steps / (trainings * result["total_steps"]),

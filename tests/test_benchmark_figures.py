@@ -577,7 +577,7 @@ def test_rung_ranking_table_and_claims_are_quoted():
     # The final means are the floor's full-test accuracies, and each step is beyond the spread.
     finals = ", ".join(f"{b}-bit {100 * table['grid_final_mean'][b]:.2f} +- "
                        f"{100 * table['grid_final_std'][b]:.2f}" for b in ("1", "2", "4", "8"))
-    assert f"On the full test set: {finals}%" in flat
+    assert f"On the full test set, the grid's final means are: {finals}%" in flat
     for b in ("1", "2", "4", "8"):
         runs = [r["accuracy_full"] for r in floor["runs"] if str(r["conv_bits"]) == b]
         assert table["grid_final_mean"][b] == pytest.approx(sum(runs) / len(runs))
@@ -598,3 +598,76 @@ def test_rung_ranking_table_and_claims_are_quoted():
             f"peak), the two seeds' mean puts 1-bit first with rho of +0.80 or more") in flat
     assert f"costs {rows[6][(0,)]['halving_steps_ratio_to_grid']:.2f} of the 2-seed" in flat
     assert [e for e in rows if rows[e][(0,)]["halving_steps_ratio_to_grid"] <= 0.25] == [1, 2]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_halving_on_the_training_floor_is_quoted(seed):
+    """Successive halving on the training floor's 2-seed grid (a grid whose order is beyond
+    its spread): one row per search seed, checked against the floor's own runs."""
+    summary = _load("training_floor", f"summary_halving_seed_{seed}.json")
+    floor = _load("training_floor", summary["grid_summary"])
+    doc = " ".join(_doc().split())
+    rank = summary["first_rung_vs_grid_rank"]
+    (rung,) = summary["rungs"]
+    accuracies = " / ".join(f"{100 * rung['accuracies'][b]:.2f}" for b in ("1", "2", "4", "8"))
+    row = (f"| {seed} | {accuracies} | {rank['spearman']:+.2f} (p = {rank['p_value']:.2f}) | "
+           f"{summary['pick']} | {_pct(summary['pick_accuracy_halving'])[:-1]} | "
+           f"{summary['grid_rank_of_pick']} | {summary['points_below_grid_best']:.2f} | "
+           f"{'yes' if summary['within_grid_spread'] else 'no'} | "
+           f"{summary['steps_ratio_to_grid_all_seeds']:.2f} | "
+           f"{summary['ratio_to_grid_all_seeds']:.2f} | {summary['ratio_to_grid_one_seed']:.2f} |")
+    assert row in doc, row
+    # The grid it is judged against is the committed floor: 2 seeds per precision, its best
+    # the precision with the highest mean full-test accuracy, its seconds the runs' own.
+    means = {}
+    for run in floor["runs"]:
+        means.setdefault(str(run["conv_bits"]), []).append(run["accuracy_full"])
+    assert summary["grid_seeds"] == [2] and all(len(v) == 2 for v in means.values())
+    assert summary["grid_best"] == max(means, key=lambda b: sum(means[b]))
+    assert summary["grid_seconds_all_seeds"] == pytest.approx(
+        sum(r["train_seconds"] for r in floor["runs"]))
+    # The search widened each precision as the floor did, and ranked once, at a third.
+    assert summary["pick_width"] == summary["grid_width_of_pick"]
+    assert summary["rungs"][0]["fraction"] == pytest.approx(1 / 3, abs=0.01)
+    assert f"step {summary['rung_steps'][0]} of {summary['total_steps']:,}" in doc
+
+
+def test_halving_on_the_training_floor_derived_claims_follow_from_the_files():
+    """The prose around the floor's halving table: the lr at the rung, the cut's margin, the
+    pooled std, the exact steps ratio, and the per-step seconds of each pick."""
+    import math  # pylint: disable=import-outside-toplevel
+
+    doc = " ".join(_doc().split())
+    seeds = [_load("training_floor", f"summary_halving_seed_{s}.json") for s in (0, 1)]
+    state = _load("training_floor", "halving_seed_0", "halving.json")
+    recipe, (step,) = state["settings"]["recipe"], seeds[0]["rung_steps"]
+    total = seeds[0]["total_steps"]
+    warmup = round(recipe["warmup_epochs"] * total / recipe["epochs"])
+    lr = 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+    assert f"the rung is at step {step} of {total:,} (lr at {100 * lr:.0f}% of its peak)" in doc
+    right, wrong = seeds
+    assert right["grid_rank_of_pick"] == 1 and wrong["grid_rank_of_pick"] == 4
+    assert right["first_rung_vs_grid_rank"]["spearman"] == pytest.approx(1.0)
+    # The wrong pick led its rung by a wide margin, computed here from the rung's accuracies.
+    rung = wrong["rungs"][0]["accuracies"]
+    ranked = sorted(rung, key=rung.get, reverse=True)
+    margin = 100 * (rung[ranked[0]] - rung[ranked[1]])
+    assert ranked[0] == wrong["pick"] == "8"
+    assert (f"first by {margin:.2f} points at the rung and returns it: the grid's last, "
+            f"{wrong['points_below_grid_best']:.2f} points below 1-bit (pooled std "
+            f"{wrong['pooled_std_points']:.2f})") in doc
+    steps = 4 * step + (total - step)
+    assert right["halving_steps"] == steps and right["grid_steps"] == 8 * total
+    assert steps / (8 * total) > 0.25  # the document calls it the goal's edge, not under it
+    assert (f"{steps:,} optimizer steps against the 2-seed grid's {8 * total:,}, i.e. "
+            f"{steps / (8 * total):.4f}") in doc
+    assert (f"{right['pick_seconds_per_step_halving']:.2f} here against "
+            f"{right['pick_seconds_per_step_grid']:.2f} in the grid (1-bit) and "
+            f"{wrong['pick_seconds_per_step_halving']:.2f} against "
+            f"{wrong['pick_seconds_per_step_grid']:.2f} (8-bit)") in doc
+    assert f"search seed 0, at {steps / (8 * total):.4f} of the steps" in doc
+    # The summary table's row quotes the same figures.
+    assert (f"seed 0 picks 1-bit, the grid's best (rung rho "
+            f"{right['first_rung_vs_grid_rank']['spearman']:+.2f}); seed 1 picks 8-bit, the "
+            f"grid's last, {wrong['points_below_grid_best']:.2f} points below; "
+            f"{steps / (8 * total):.4f} of the grid's steps") in doc

@@ -543,7 +543,10 @@ def test_halving_benchmark_reads_the_training_floor_as_a_grid():
     result = {"best": pick, "rungs": [{"accuracies": {"1": 0.3, "8": 0.4}}],
               "train_seconds": {"total": 10.0}, "eval_seconds": 1.0, "total_steps": 100,
               "failed": [],
-              "pairs": {"1": {"step": 33, "rungs": [0]}, "8": {"step": 100, "rungs": [0, 1]}}}
+              "pairs": {"1": {"conv_bits": 1, "dw_bits": None, "step": 33, "rungs": [0],
+                              "train_seconds": 3.0},
+                        "8": {"conv_bits": 8, "dw_bits": None, "step": 100, "rungs": [0, 1],
+                              "train_seconds": 7.0}}}
     report = halving_cifar.compare(grid, result)
     assert report["grid_best"] == "1" and report["grid_rank_of_pick"] == 2
     assert report["points_below_grid_best"] == pytest.approx(6.0)
@@ -554,6 +557,9 @@ def test_halving_benchmark_reads_the_training_floor_as_a_grid():
     assert report["ratio_to_grid_all_seeds"] == pytest.approx(11.0 / 52.0)
     assert report["steps_ratio_to_grid_all_seeds"] == pytest.approx(133 / 400)
     assert report["grid_width_of_pick"] == 0.3555
+    # The pick's seconds per step: 7 s over 100 steps in the search, 12 s over 2 x 100 in the grid.
+    assert report["pick_seconds_per_step_halving"] == pytest.approx(0.07)
+    assert report["pick_seconds_per_step_grid"] == pytest.approx(0.06)
 
 
 @pytest.mark.slow
