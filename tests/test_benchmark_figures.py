@@ -494,6 +494,18 @@ def test_mcu_fit_mobilenet_large_budget_candidates_are_quoted():
     assert f"the next probed width, {wider:.4f}, needs {over:,} B" in flat
 
 
+def _halving_row(start, summary):
+    """A halving table's row: ``start``, then the rung's rank agreement, the pick and its
+    place in the grid, and the cost ratios, as summary_halving_seed_<s>.json gives them."""
+    rank = summary["first_rung_vs_grid_rank"]
+    return (f"{start}{rank['spearman']:+.2f} (p = {rank['p_value']:.2f}) | "
+            f"{summary['pick']} | {_pct(summary['pick_accuracy_halving'])[:-1]} | "
+            f"{summary['grid_rank_of_pick']} | {summary['points_below_grid_best']:.2f} | "
+            f"{'yes' if summary['within_grid_spread'] else 'no'} | "
+            f"{summary['steps_ratio_to_grid_all_seeds']:.2f} | "
+            f"{summary['ratio_to_grid_all_seeds']:.2f} | {summary['ratio_to_grid_one_seed']:.2f} |")
+
+
 @pytest.mark.parametrize("model", ["resnet_cifar", "mobilenet_v2_cifar"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_halving_search_figures_are_quoted(model, seed):
@@ -503,13 +515,7 @@ def test_halving_search_figures_are_quoted(model, seed):
     grid = _load(f"dual_precision_{model}", summary["grid_summary"])
     doc = " ".join(_doc().split())
     name = {"resnet_cifar": "ResNet-20", "mobilenet_v2_cifar": "MobileNetV2-CIFAR"}[model]
-    rank = summary["first_rung_vs_grid_rank"]
-    row = (f"| {name} | {seed} | {rank['spearman']:+.2f} (p = {rank['p_value']:.2f}) | "
-           f"{summary['pick']} | {_pct(summary['pick_accuracy_halving'])[:-1]} | "
-           f"{summary['grid_rank_of_pick']} | {summary['points_below_grid_best']:.2f} | "
-           f"{'yes' if summary['within_grid_spread'] else 'no'} | "
-           f"{summary['steps_ratio_to_grid_all_seeds']:.2f} | "
-           f"{summary['ratio_to_grid_all_seeds']:.2f} | {summary['ratio_to_grid_one_seed']:.2f} |")
+    row = _halving_row(f"| {name} | {seed} | ", summary)
     assert row in doc, row
     (rung,) = summary["rungs"]
     accuracies = ", ".join(f"{pair} {100 * acc:.2f}" for pair, acc in rung["accuracies"].items())
@@ -607,15 +613,9 @@ def test_halving_on_the_training_floor_is_quoted(seed):
     summary = _load("training_floor", f"summary_halving_seed_{seed}.json")
     floor = _load("training_floor", summary["grid_summary"])
     doc = " ".join(_doc().split())
-    rank = summary["first_rung_vs_grid_rank"]
     (rung,) = summary["rungs"]
     accuracies = " / ".join(f"{100 * rung['accuracies'][b]:.2f}" for b in ("1", "2", "4", "8"))
-    row = (f"| {seed} | {accuracies} | {rank['spearman']:+.2f} (p = {rank['p_value']:.2f}) | "
-           f"{summary['pick']} | {_pct(summary['pick_accuracy_halving'])[:-1]} | "
-           f"{summary['grid_rank_of_pick']} | {summary['points_below_grid_best']:.2f} | "
-           f"{'yes' if summary['within_grid_spread'] else 'no'} | "
-           f"{summary['steps_ratio_to_grid_all_seeds']:.2f} | "
-           f"{summary['ratio_to_grid_all_seeds']:.2f} | {summary['ratio_to_grid_one_seed']:.2f} |")
+    row = _halving_row(f"| {seed} | {accuracies} | ", summary)
     assert row in doc, row
     # The grid it is judged against is the committed floor: 2 seeds per precision, its best
     # the precision with the highest mean full-test accuracy, its seconds the runs' own.
