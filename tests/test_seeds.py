@@ -12,7 +12,7 @@ import pytest
 
 from tfq_pareto import TrialRecord, data, experiment, load_model, search, training
 from tfq_pareto.backend import tf
-from tfq_pareto.records import combine_seed_runs, combine_seeds
+from tfq_pareto.records import combine_seed_runs, combine_seeds, sample_std
 from tfq_pareto.search import front
 from tfq_pareto_cli import cli
 
@@ -48,6 +48,15 @@ def test_combined_seeds_hold_each_value_the_mean_and_the_sample_spread():
         combine_seeds([])
     with pytest.raises(ValueError, match="must be finished"):
         combine_seeds([runs[0], _record(1, None, "x.h5")])
+
+
+def test_sample_std_is_the_ddof_1_spread_and_unknown_for_one_seed():
+    values = [0.3195, 0.3469, 0.3412]
+    assert sample_std(values) == pytest.approx(statistics.stdev(values))
+    assert sample_std(iter([1.0, 3.0])) == pytest.approx(2 ** 0.5)  # any iterable
+    assert sample_std([0.5]) is None
+    with pytest.raises(ValueError, match="at least one value"):
+        sample_std([])
 
 
 def test_seed_runs_from_separate_processes_combine_per_point():

@@ -8,6 +8,7 @@ width was called ``width_multiplier`` (key ``"width"``).
 """
 
 import dataclasses
+import math
 
 #: Trial states (keras-tuner's names) of a record.
 COMPLETED = "COMPLETED"
@@ -123,6 +124,21 @@ def migrate_config(config):
     return config
 
 
+def sample_std(values):
+    """Sample standard deviation (ddof 1) of one point's per-seed values; None for one value.
+
+    The seed spread every comparison in the library reports (``accuracy_std`` of
+    :func:`combine_seeds`, the ``stds`` of a halving rung).
+    """
+    values = list(values)
+    if not values:
+        raise ValueError("sample_std needs at least one value")
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
 def combine_seeds(records):
     """One record of a point trained with several seeds: the mean and the spread.
 
@@ -145,7 +161,7 @@ def combine_seeds(records):
         raise ValueError(f"every seed's run must be finished; accuracies {accuracies}")
     n = len(records)
     mean = sum(accuracies) / n
-    std = (sum((a - mean) ** 2 for a in accuracies) / (n - 1)) ** 0.5 if n > 1 else None
+    std = sample_std(accuracies)
     losses = [r.loss for r in records if r.loss is not None]
     best = max(range(n), key=lambda i: accuracies[i])
     return records[0].replace(

@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from tfq_pareto import checks, data, experiment, training
 from tfq_pareto.backend import keras
-from tfq_pareto.records import TrialRecord, combine_seeds, jsonable
+from tfq_pareto.records import TrialRecord, combine_seeds, jsonable, sample_std
 from tfq_pareto.saving import save_model
 from tfq_pareto.scheme import apply
 from tfq_pareto.search.front import pooled_std
@@ -56,14 +56,6 @@ RESULTS_JSON = "results.json"
 #: (a sixth) left ResNet-20 at chance in a first try, so that benchmark ranks once,
 #: at a third (``rungs=(1 / 3,)``).
 DEFAULT_RUNGS = (1 / 9, 1 / 3)
-
-
-def _sample_std(values):
-    """Sample standard deviation (ddof 1) of a pair's seeds; None for one seed."""
-    if len(values) < 2:
-        return None
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def _cut(ranked, kept, means, stds):
@@ -355,7 +347,7 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
         alive = [(name, runs) for name, runs in alive if not any(p.state["failed"] for p in runs)]
         means = {name: sum(accuracy_at(p, step) for p in runs) / len(runs)
                  for name, runs in alive}
-        stds = {name: _sample_std([accuracy_at(p, step) for p in runs]) for name, runs in alive}
+        stds = {name: sample_std([accuracy_at(p, step) for p in runs]) for name, runs in alive}
         ranked = sorted(alive, key=lambda item: -means[item[0]])
         alive = ranked[:survivors(ranked, eta)]
         rung_log.append({"fraction": fraction, "step": step,
