@@ -206,3 +206,34 @@ def test_halving_with_seeds_ranks_on_the_mean_over_seeds(tmp_path):
     assert [record.conv_bits] == rung["kept"][0][:1]
     # Only the finished pair is measured, and its record carries the measurement.
     assert len(measured) == 1 and (record.macs, record.flash_bytes) == (1234, 5678)
+
+
+@pytest.mark.slow
+def test_a_halving_pair_retraces_the_grid_trial_of_its_config_and_seed(tmp_path):
+    """Same seed, same start and same batches as ``experiment.run`` (what the grid trains),
+    though halving stops at the rung, evaluates, checkpoints and goes on: the finished pair
+    is the grid's trial (weights and accuracy), and another seed is not."""
+    datasets = _tiny(96)
+    base = experiment.RunConfig(model="resnet_cifar", dataset="digits", seed=5)
+    budget = search.budget_of(base, datasets.info, width_multiplier=0.25, conv_bits=8)
+    recipe = training.Recipe(epochs=2, warmup_epochs=0, batch_size=32)  # 3 steps an epoch
+    # The rung at step 4 stops in the middle of the second epoch: the rest of it must be the
+    # grid's batches, not a new epoch.
+    result = search.halving_search(base, budget, bits=[8], recipe=recipe,
+                                   out_dir=str(tmp_path / "halving"), datasets=datasets,
+                                   rungs=(4 / 6,))
+    assert result["rung_steps"] == [4]
+    best = result["best"]
+    grid = {}
+    for seed in (5, 6):
+        config = dataclasses.replace(base, conv_bits=8, width_multiplier=best.width_multiplier,
+                                     seed=seed)
+        grid[seed] = experiment.run(config, recipe, out_dir=str(tmp_path / f"grid_{seed}"),
+                                    datasets=datasets, verbose=0)
+    weights = [load_model(f).get_weights() for f in (best.model_file, grid[5].model_file,
+                                                     grid[6].model_file)]
+    assert len(weights[0]) == len(weights[1])
+    for ours, theirs in zip(weights[0], weights[1]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert best.accuracy == pytest.approx(grid[5].accuracy, abs=1e-6)
+    assert any(not np.allclose(ours, other) for ours, other in zip(weights[0], weights[2]))

@@ -15,13 +15,17 @@ on a short schedule (3 epochs here) its cheapest rung is already an epoch per
 pair, more than the whole search may cost (see BENCHMARKS.md, "Search cost on
 ResNet-20"). Rungs here are fractions of the schedule, counted in steps.
 
-Departures from the grid's trial of the same pair and seed, said here so that a
-reader can weigh them: the initial weights are another draw from the same
-initializers (the grid's run builds a float model before the one it trains), and a
-resumed pair starts a new pass over the training set (a fresh shuffle) at its
-rung's step instead of finishing the interrupted one; the learning rate follows the
-step count and is unchanged. On a short schedule these alone move a pair's accuracy
-by points (BENCHMARKS.md, "Successive halving at the budget").
+A pair retraces the grid's trial of the same pair and seed
+(:func:`tfq_pareto.experiment.run`) step for step: the same initial weights
+(drawn in the same order: the grid's run builds a float model before the one it
+trains, and so does a pair) and the same batches (the grid's pipeline and seeds;
+a pair resumed at a rung skips the batches it trained instead of starting a new
+shuffle). So a finished pair's accuracy is the grid trial's, and a search can be
+set against a grid of the same seeds pair by pair. Only a grid trial itself
+resumed after a crash departs from this (Keras's BackupAndRestore restarts its
+epoch's shuffle). Searches run before this (BENCHMARKS.md, "Successive halving at
+the budget") drew other initial weights and shuffles; their picks' accuracies
+differ from the grid's trials of the same seed by 1.38 to 5.78 points.
 
 Writes into ``out_dir``: ``halving.json`` (the state, rewritten after every
 pair's rung: a rerun with the same arguments resumes and trains nothing twice),
@@ -145,10 +149,11 @@ def _pair_name(conv_bits, dw_bits):
 class _Pair:
     """One (pair, seed) on its way through the rungs: its model and its checkpoints."""
 
-    def __init__(self, folder, config, build, state):
+    def __init__(self, folder, config, build, state, build_float=None):
         self.folder = folder
         self.config = config
         self.build = build
+        self.build_float = build_float
         self.state = state  # {"step": int, "rungs": [...], ...}, stored in halving.json
         self.model = None
 
@@ -159,9 +164,11 @@ class _Pair:
         if self.model is not None:
             return
         if self.config.seed is not None:
-            # Seeded like a grid trial, though not drawn in the same order (experiment.run
-            # builds a float model before the one it trains): same distribution, other draw.
+            # Drawn as the grid trial of this config and seed is: experiment.run seeds, builds
+            # the float model once (to check the config), then builds the one it trains.
             keras.utils.set_random_seed(self.config.seed)
+            if self.build_float is not None:
+                self.build_float()
         self.model = training.compile_model(self.build(), recipe, steps_per_epoch)
         self.model.optimizer.build(self.model.trainable_variables)
         if self.state["step"]:
@@ -295,7 +302,9 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
                              dw_bits=c.dw_bits, first_last_bits=c.first_last_bits,
                              act_bits=c.act_bits)
 
-            runs.append(_Pair(os.path.join(out_dir, "pairs", key), seed_config, build, entry))
+            runs.append(_Pair(os.path.join(out_dir, "pairs", key), seed_config, build, entry,
+                              build_float=lambda c=seed_config: experiment.build_float_model(
+                                  c, info)))
         alive.append(((conv_bits, dw), runs))
     if eta is None:
         eta = eta_for(max(1, len(alive)), len(rungs))
@@ -307,12 +316,20 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
         if entry["failed"] or entry["step"] >= target:
             return False
         pair.load(recipe, steps_per_epoch)
+        # The grid trial's batches from the pair's step on: its pipeline (same seeds) repeated
+        # epoch after epoch, the batches already trained skipped. Keras's fit makes one
+        # iterator of a finite dataset before its first epoch and a new one at every epoch,
+        # so the grid's first epoch is the pipeline's second shuffle: one iterator is made
+        # and dropped here too.
+        tf.random.set_seed(pair.config.seed)
         train_data = data.pipeline(train_raw, info, training=True, batch_size=recipe.batch_size,
-                                   one_hot=one_hot, seed=pair.config.seed + entry["step"])
+                                   one_hot=one_hot, seed=pair.config.seed)
+        iter(train_data)  # pylint: disable=expression-not-assigned
+        train_data = train_data.repeat().skip(entry["step"])
         passes = -(-(target - entry["step"]) // steps_per_epoch)
         start = time.perf_counter()
-        pair.model.fit(train_data, epochs=passes, verbose=verbose,
-                       callbacks=[_StopAtStep(target)])
+        pair.model.fit(train_data, epochs=passes, steps_per_epoch=steps_per_epoch,
+                       verbose=verbose, callbacks=[_StopAtStep(target)])
         trained = time.perf_counter() - start
         start = time.perf_counter()
         loss, accuracy = pair.model.evaluate(test_data, verbose=0)
