@@ -71,32 +71,68 @@ def test_floor_ablation_figures_are_quoted():
     assert f"{margin:+.2f} points (pooled std {pooled:.2f})" in doc
 
 
-def test_figure1_mobilenet_figures_are_quoted():
+def _kib_label(bits):
+    return f"~{bits / 8192:.0f} KiB"
+
+
+def test_figure1_mobilenet_seeded_table_margins_and_dominance_are_quoted():
+    """MobileNetV2-CIFAR, 2 seeds per point: each point's mean +- std, width, size and seeds;
+    the best of each budget in bold; for each pair of precisions its margin at every budget
+    against the pooled std (computed here from the seeds), and Definition 4.1 on the means
+    and beyond the spread as the summary's matrices say."""
     summary, doc = _load("figure1_mobilenet_v2_cifar", "summary.json"), _doc()
+    assert summary["seeds"] == 2 and summary["schedule"]["train_images"] == 5000
+    budgets = sorted(summary["budgets_bits"])
+    at = {}
     for record in summary["records"]:
-        assert _pct(record["accuracy"]) in doc, record
-    repeats = summary["cheapest_point_repeats"]
-    for accuracy in repeats["accuracies"]:
-        assert _pct(accuracy) in doc
-    assert f"{100 * repeats['spread']:.1f} points" in doc
+        assert len(record["accuracies"]) == 2
+        # the mean and std are those of the two seeds' values
+        assert record["accuracy"] == pytest.approx(sum(record["accuracies"]) / 2)
+        assert record["accuracy_std"] == pytest.approx(
+            abs(record["accuracies"][0] - record["accuracies"][1]) / 2 ** 0.5)
+        cell = f"{_pct(record['accuracy'])[:-1]} +- {100 * record['accuracy_std']:.2f}%"
+        seeds = ", ".join(f"{100 * a:.2f}" for a in record["accuracies"])
+        detail = f" (w {record['width']:.3f}, {record['size_kib']:.1f} KiB; {seeds})"
+        assert cell + detail in doc or cell + "**" + detail in doc, cell + detail
+        budget = min(budgets, key=lambda b: abs(b - record["size_bits"]))
+        assert abs(record["size_bits"] - budget) <= summary["size_tolerance"] * budget
+        at[(record["conv_bits"], budget)] = record
+    assert len(at) == 3 * len(budgets)
+    for budget in budgets:
+        best = max((at[(b, budget)] for b in (1, 2, 4)), key=lambda r: r["accuracy"])
+        assert f"**{_pct(best['accuracy'])[:-1]} +- {100 * best['accuracy_std']:.2f}%**" in doc
+        assert f"| {_kib_label(budget)} |" in doc
+    for high, low in ((4, 1), (4, 2), (2, 1)):  # more bits over fewer, as the table reads
+        cells = []
+        for budget in budgets:
+            a, b = at[(high, budget)], at[(low, budget)]
+            margin = 100 * (a["accuracy"] - b["accuracy"])
+            pooled = 100 * ((a["accuracy_std"] ** 2 + b["accuracy_std"] ** 2) / 2) ** 0.5
+            verdict = "beyond" if abs(margin) > pooled else "within"
+            cells.append(f"{margin:+.2f} (pooled {pooled:.2f}, {verdict})")
+        label, other = f"{high}/{high}-bit", f"{low}/{low}-bit"
+        means = summary["dominance"][label][other]
+        spread = summary["dominance_beyond_spread"][label][other]
+        assert not spread or means  # beyond the spread is the stricter verdict
+        row = (f"| {high}/{high}-bit over {low}/{low}-bit | {' | '.join(cells)} | "
+               f"{'yes' if means else 'no'} | {'yes' if spread else 'no'} |")
+        assert row in doc, row
+    flat = " ".join(doc.split())
+    summary_row = summary_line_of_figure1_mobilenet(summary, at, budgets)
+    assert summary_row in flat, summary_row
 
 
-def test_figure1_mobilenet_before_issue14_is_quoted():
-    """Each point's before value (commit e733d3c, same widths) beside its after value, the
-    before run's repeats, and the range of the lift."""
-    before = _load("figure1_mobilenet_v2_cifar", "before_issue14", "summary.json")
-    after, doc = _load("figure1_mobilenet_v2_cifar", "summary.json"), _doc()
-    old = {(r["conv_bits"], r["width"]): r["accuracy"] for r in before["records"]}
-    lifts = []
-    for record in after["records"]:
-        was = old[(record["conv_bits"], record["width"])]  # the same model width before and after
-        lifts.append(100 * (record["accuracy"] - was))
-        cell = f"{_pct(record['accuracy'])}** [{_pct(was)}] (w {record['width']:.3f}"
-        assert cell in doc or cell.replace("**", "", 1) in doc, cell
-    repeats = before["cheapest_point_repeats"]
-    assert ", ".join(_pct(a) for a in repeats["accuracies"]) in doc
-    assert all(lift > 0 for lift in lifts)  # the document says every point rose
-    assert f"every point, by {min(lifts):.2f} to {max(lifts):.2f} points" in " ".join(doc.split())
+def summary_line_of_figure1_mobilenet(summary, at, budgets):
+    """The BENCHMARKS summary row's headline: each budget's leader and its lead over the
+    runner-up against their pooled std."""
+    parts = []
+    for budget in budgets:
+        ranked = sorted((at[(b, budget)] for b in (1, 2, 4)), key=lambda r: -r["accuracy"])
+        first, second = ranked[0], ranked[1]
+        pooled = 100 * ((first["accuracy_std"] ** 2 + second["accuracy_std"] ** 2) / 2) ** 0.5
+        parts.append(f"{_kib_label(budget)}: {first['conv_bits']}/{first['conv_bits']}-bit leads "
+                     f"by {100 * (first['accuracy'] - second['accuracy']):.2f} (pooled {pooled:.2f})")
+    return "; ".join(parts)
 
 
 def test_figure1_resnet_seeded_table_and_dominance_are_quoted():
