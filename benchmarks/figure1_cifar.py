@@ -13,9 +13,9 @@ is stated in the result file; accuracies are far below the paper's.
 
     python benchmarks/figure1_cifar.py --model resnet_cifar            # ~15 minutes
     python benchmarks/figure1_cifar.py --model resnet_cifar --seeds 2 --repeats 0
-    python benchmarks/figure1_cifar.py --model mobilenet_v2_cifar --budget-widths 0.2,0.3 \
+    python benchmarks/figure1_cifar.py --model mobilenet_v2_cifar --budget-widths 0.2,0.3,0.4 \
         --train-images 5000 --warmup-epochs 0.25 --tolerance 0.05 --seeds 2 --repeats 0
-        # ~1 hour with --only-seed 0 and --only-seed 1 side by side, then the combine
+        # ~2 hours with --only-seed 0 and --only-seed 1 side by side, then the combine
 
 Writes ``benchmarks/results/figure1_<model>/``: summary.json (records, Pareto front,
 dominance matrices, the cheapest point's runs), the sweep folder(s) and, with
