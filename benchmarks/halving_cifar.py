@@ -44,7 +44,7 @@ from figure1_cifar import SHARED, load_cifar  # benchmarks/ is the script's fold
 from training_floor import WIDTH_TOLERANCE
 
 from tfq_pareto import experiment, search, training
-from tfq_pareto.search.halving import DEFAULT_RUNGS, check_rungs, pair_label
+from tfq_pareto.search.halving import DEFAULT_RUNGS, check_anneal, check_rungs, pair_label
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -107,16 +107,23 @@ def compare(summary, result):
     # test set (the grid: every seed of every pair trains the whole schedule and validates
     # once per epoch).
     trainings = sum(len(g["seeds"]) for g in grid.values())
-    steps = sum(p["step"] for p in result["pairs"].values())
+    # With --anneal, the probes' steps (trained, evaluated, thrown away) are part of the cost.
+    probe = {k: sum(r["steps"] for r in p.get("probes", [])) for k, p in result["pairs"].items()}
+    steps = sum(p["step"] for p in result["pairs"].values()) + sum(probe.values())
     # The same pair's seconds per optimizer step in the search and in the grid: when the grid
     # ran on another machine or day, this ratio shows how much of the seconds ratio is the
     # machine (the grid's seconds include its per-epoch validation pass).
-    mine = [p for p in result["pairs"].values()
+    mine = [k for k, p in result["pairs"].items()
             if _key(p["conv_bits"], p["dw_bits"]) == pick_key]
-    per_step = sum(p["train_seconds"] for p in mine) / sum(p["step"] for p in mine)
+    per_step = (sum(result["pairs"][k]["train_seconds"] for k in mine)
+                / sum(result["pairs"][k]["step"] + probe[k] for k in mine))
     per_step_grid = grid[pick_key]["train_seconds"] / (
         len(grid[pick_key]["seeds"]) * result["total_steps"])
-    evaluations = sum(len(p["rungs"]) for p in result["pairs"].values())
+    evaluations = sum(len(p["rungs"]) + len(p.get("probes", []))
+                      for p in result["pairs"].values())
+    unannealed = result["rungs"][0].get("unannealed")
+    unannealed_agreement = None if unannealed is None else search.rank_agreement(
+        unannealed, {k: g["accuracy"] for k, g in grid.items()})
     return {
         "grid_seeds": sorted(seeds),
         "grid_best": ranked[0],
@@ -131,6 +138,7 @@ def compare(summary, result):
         "pick_seconds_per_step_halving": per_step,
         "pick_seconds_per_step_grid": per_step_grid,
         "halving_steps": steps,
+        "halving_probe_steps": sum(probe.values()),
         "grid_steps": trainings * result["total_steps"],
         "steps_ratio_to_grid_all_seeds": steps / (trainings * result["total_steps"]),
         "halving_evaluations": evaluations,
@@ -149,6 +157,12 @@ def compare(summary, result):
                                     "p_value": agreement["p_value"],
                                     "p_value_method": agreement["p_value_method"],
                                     "pairs": agreement["n"]},
+        "first_rung_unannealed_vs_grid_rank": None if unannealed_agreement is None else {
+            "spearman": unannealed_agreement["spearman"],
+            "p_value": unannealed_agreement["p_value"],
+            "pairs": unannealed_agreement["n"]},
+        "anneal": result.get("anneal", 0.0),
+        "anneal_steps": result.get("anneal_steps", 0),
         "rungs": result["rungs"],
         "failed": result["failed"],
     }
@@ -166,6 +180,10 @@ def main():
     parser.add_argument("--eta", type=int, default=None,
                         help="halving rate (default: the smallest leaving one pair)")
     parser.add_argument("--seed", type=int, default=0, help="the search's seed")
+    parser.add_argument("--anneal", type=float, default=0.0,
+                        help="probe before each rung's ranking: this fraction of the schedule's "
+                        "steps with the lr annealed to 0 (default 0: none); results go to "
+                        "halving_anneal_seed_<s>/ and summary_halving_anneal_seed_<s>.json")
     parser.add_argument("--data-dir", default=SHARED)
     parser.add_argument("--out", default=None,
                         help="default: the grid's folder (halving_seed_<s>/ and "
@@ -177,6 +195,10 @@ def main():
         parser.error(str(err))
     if args.eta is not None and args.eta < 2:
         parser.error(f"--eta must be an int >= 2; received {args.eta}")
+    try:
+        check_anneal(args.anneal)
+    except ValueError as err:
+        parser.error(str(err))
     if args.seed < 0:
         parser.error(f"--seed must be >= 0; received {args.seed}")
     grid_path = args.grid or os.path.join(HERE, "results", f"dual_precision_{args.model}",
@@ -204,10 +226,11 @@ def main():
         recipe = training.Recipe(epochs=schedule["epochs"],
                                  warmup_epochs=schedule["warmup_epochs"],
                                  batch_size=schedule["batch_size"], learning_rate=schedule["lr"])
+    tag = "_anneal" if args.anneal else ""
     result = search.halving_search(
         base, summary["budget_bits"], bits=summary["bits"], recipe=recipe,
-        out_dir=os.path.join(out, f"halving_seed_{args.seed}"), rungs=rungs, eta=args.eta,
-        datasets=datasets, verbose=2, tolerance=summary["size_tolerance"])
+        out_dir=os.path.join(out, f"halving{tag}_seed_{args.seed}"), rungs=rungs, eta=args.eta,
+        datasets=datasets, verbose=2, tolerance=summary["size_tolerance"], anneal=args.anneal)
     report = {"model": args.model,
               "grid_summary": os.path.relpath(os.path.abspath(grid_path), os.path.abspath(out))
               if args.grid is None or args.out is None else os.path.basename(grid_path),
@@ -218,7 +241,7 @@ def main():
                               "both for the search and for the grid (whose model.fit "
                               "validates after every epoch)",
               **compare(summary, result)}
-    training.write_json(os.path.join(out, f"summary_halving_seed_{args.seed}.json"), report)
+    training.write_json(os.path.join(out, f"summary_halving{tag}_seed_{args.seed}.json"), report)
     print(json.dumps(report, indent=1))
 
 

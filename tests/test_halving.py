@@ -237,3 +237,74 @@ def test_a_halving_pair_retraces_the_grid_trial_of_its_config_and_seed(tmp_path)
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     assert best.accuracy == pytest.approx(grid[5].accuracy, abs=1e-6)
     assert any(not np.allclose(ours, other) for ours, other in zip(weights[0], weights[2]))
+
+
+def test_check_anneal_and_probe_steps_name_bad_values():
+    assert halving.check_anneal(0) == 0.0 and halving.check_anneal(0.25) == 0.25
+    for bad in (-0.1, 1.0, 2, "0.1", True, None):
+        with pytest.raises(ValueError, match="anneal must be a fraction"):
+            halving.check_anneal(bad)
+    # 1,256 steps (the training floor's schedule): 0.06 of it is 75.36 -> 75 steps.
+    assert halving.probe_steps(0.06, [314], 1256) == 75
+    assert halving.probe_steps(0.0, [314], 1256) == 0
+    assert halving.probe_steps(0.001, [3], 12) == 1  # never a 0-step probe
+    with pytest.raises(ValueError, match="reaches the end of the 12-step schedule"):
+        halving.probe_steps(0.5, [4, 8], 12)
+
+
+def test_linear_anneal_goes_from_the_rungs_rate_to_zero():
+    schedule = training.LinearAnneal(0.04, start_step=100, steps=4)
+    # Written out: 0.04 * (1 - k / 4) for the k-th step after step 100, 0 from step 104.
+    expected = [0.04, 0.04, 0.03, 0.02, 0.01, 0.0, 0.0]
+    assert [float(schedule(s)) for s in (90, 100, 101, 102, 103, 104, 200)] == pytest.approx(
+        expected)
+    assert training.LinearAnneal(**schedule.get_config()).get_config() == schedule.get_config()
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        training.LinearAnneal(0.1, 0, 0)
+
+
+@pytest.mark.slow
+def test_an_annealed_rung_ranks_on_its_probe_and_the_pair_still_retraces_its_grid_trial(
+        tmp_path):
+    """With ``anneal``, each pair's probe (a copy annealed to lr 0 from the rung) is what the
+    rung ranks, and it is thrown away: the finished pair is still the grid trial of its seed."""
+    datasets = _tiny(96)
+    base = experiment.RunConfig(model="resnet_cifar", dataset="digits", seed=5)
+    budget = search.budget_of(base, datasets.info, width_multiplier=0.25, conv_bits=8)
+    recipe = training.Recipe(epochs=3, warmup_epochs=0, batch_size=32)  # 3 steps an epoch
+    result = search.halving_search(base, budget, bits=[4, 8], recipe=recipe,
+                                   out_dir=str(tmp_path / "halving"), datasets=datasets,
+                                   rungs=(4 / 9,), anneal=2 / 9)
+    assert result["rung_steps"] == [4] and result["anneal_steps"] == 2
+    rung = result["rungs"][0]
+    probes = {halving.pair_label(p["conv_bits"], p["dw_bits"]): p["probes"]
+              for p in result["pairs"].values()}
+    assert sorted(probes) == ["4", "8"]
+    for label, runs in probes.items():
+        assert [(p["step"], p["steps"]) for p in runs] == [(4, 2)]
+        # The rate the grid's cosine (no warm-up, 9 steps) has reached at step 4.
+        assert runs[0]["start_lr"] == pytest.approx(0.05 * (1 + math.cos(math.pi * 4 / 9)) / 2,
+                                                    rel=1e-5)
+        assert rung["accuracies"][label] == pytest.approx(runs[0]["accuracy"])
+    assert set(rung["unannealed"]) == {"4", "8"}
+    # 2 pairs to step 4, the survivor on to 9, and 2 probes of 2 steps thrown away.
+    assert result["steps"] == {"trained": 4 + 9, "probe": 4, "total": 17}
+    best = result["best"]
+    assert [best.conv_bits] == rung["kept"][0][:1]
+    config = dataclasses.replace(base, conv_bits=best.conv_bits,
+                                 width_multiplier=best.width_multiplier)
+    grid = experiment.run(config, recipe, out_dir=str(tmp_path / "grid"), datasets=datasets,
+                          verbose=0)
+    for ours, theirs in zip(load_model(best.model_file).get_weights(),
+                            load_model(grid.model_file).get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert best.accuracy == pytest.approx(grid.accuracy, abs=1e-6)
+    # A rerun resumes: it trains and probes nothing again.
+    again = search.halving_search(base, budget, bits=[4, 8], recipe=recipe,
+                                  out_dir=str(tmp_path / "halving"), datasets=datasets,
+                                  rungs=(4 / 9,), anneal=2 / 9)
+    assert again["steps"] == result["steps"] and again["rungs"] == result["rungs"]
+    with pytest.raises(ValueError, match="anneal"):
+        search.halving_search(base, budget, bits=[4, 8], recipe=recipe,
+                              out_dir=str(tmp_path / "halving"), datasets=datasets,
+                              rungs=(4 / 9,), anneal=1 / 9)

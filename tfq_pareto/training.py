@@ -128,6 +128,32 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @keras.utils.register_keras_serializable(package="tfq_pareto")
+class LinearAnneal(keras.optimizers.schedules.LearningRateSchedule):
+    """A linear decay from ``start_lr`` at global step ``start_step`` to 0 over ``steps`` steps.
+
+    lr(step) = start_lr * (1 - (step - start_step) / steps), clipped to [0, start_lr]
+
+    so the ``steps`` updates from ``start_step`` use start_lr, ..., start_lr / steps. It is
+    the short anneal of :func:`tfq_pareto.search.halving_search` (``anneal``): the learning
+    rate a pair has reached at a rung, brought down to 0 before it is evaluated.
+    """
+
+    def __init__(self, start_lr, start_step, steps):
+        if not (isinstance(steps, int) and steps >= 1):
+            raise ValueError(f"steps must be an int >= 1; received {steps!r}")
+        self.start_lr = float(start_lr)
+        self.start_step = int(start_step)
+        self.steps = steps
+
+    def __call__(self, step):
+        progress = (tf.cast(step, tf.float32) - self.start_step) / self.steps
+        return self.start_lr * (1.0 - tf.clip_by_value(progress, 0.0, 1.0))
+
+    def get_config(self):
+        return {"start_lr": self.start_lr, "start_step": self.start_step, "steps": self.steps}
+
+
+@keras.utils.register_keras_serializable(package="tfq_pareto")
 class L2SGD(keras.optimizers.SGD):
     """tf_keras SGD whose weight decay is the L2 term added to the gradient before momentum.
 
@@ -174,11 +200,21 @@ class L2SGD(keras.optimizers.SGD):
         return config
 
 
-def make_optimizer(recipe, steps_per_epoch):
-    """:class:`L2SGD` (Nesterov) with the warm-up + cosine schedule; L2 decay on kernels only."""
-    schedule = WarmupCosine(recipe.learning_rate, round(recipe.warmup_epochs * steps_per_epoch),
-                            recipe.epochs * steps_per_epoch)
-    return L2SGD(l2=recipe.weight_decay, learning_rate=schedule, momentum=recipe.momentum,
+def make_schedule(recipe, steps_per_epoch):
+    """The recipe's :class:`WarmupCosine` learning rate over its whole schedule, in steps."""
+    return WarmupCosine(recipe.learning_rate, round(recipe.warmup_epochs * steps_per_epoch),
+                        recipe.epochs * steps_per_epoch)
+
+
+def make_optimizer(recipe, steps_per_epoch, learning_rate=None):
+    """:class:`L2SGD` (Nesterov) with the warm-up + cosine schedule; L2 decay on kernels only.
+
+    ``learning_rate`` (a number or a schedule) replaces the recipe's schedule, e.g. for a
+    short anneal from a checkpoint (:func:`tfq_pareto.search.halving_search`'s ``anneal``).
+    """
+    if learning_rate is None:
+        learning_rate = make_schedule(recipe, steps_per_epoch)
+    return L2SGD(l2=recipe.weight_decay, learning_rate=learning_rate, momentum=recipe.momentum,
                  nesterov=recipe.nesterov)
 
 
@@ -254,10 +290,10 @@ class _StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"batch {batch + 1}; {where}")
 
 
-def compile_model(model, recipe, steps_per_epoch):
-    """Compiles ``model`` with the recipe's optimizer, loss and accuracy."""
+def compile_model(model, recipe, steps_per_epoch, optimizer=None):
+    """Compiles ``model`` with the recipe's optimizer (or ``optimizer``), loss and accuracy."""
     model.compile(
-        optimizer=make_optimizer(recipe, steps_per_epoch),
+        optimizer=optimizer or make_optimizer(recipe, steps_per_epoch),
         loss=make_loss(recipe.label_smoothing, outputs_logits(model)),
         metrics=[keras.metrics.CategoricalAccuracy(name=ACCURACY) if recipe.label_smoothing
                  else keras.metrics.SparseCategoricalAccuracy(name=ACCURACY)],

@@ -27,6 +27,20 @@ epoch's shuffle). Searches run before this (BENCHMARKS.md, "Successive halving a
 the budget") drew other initial weights and shuffles; their picks' accuracies
 differ from the grid's trials of the same seed by 1.38 to 5.78 points.
 
+A rung ranks what the pairs reached under a learning rate still high; on the
+training floor's grid the order there changes from epoch to epoch and settles only
+once the rate has decayed (BENCHMARKS.md, "Where the order settles"). ``anneal``
+adds a *probe* before each rung's ranking: a copy of every pair's state trains a
+further ``anneal`` of the schedule's steps with the learning rate brought linearly
+from its value at the rung down to 0 (:class:`tfq_pareto.training.LinearAnneal`),
+on the batches that come next, and is evaluated; the pairs are ranked on those
+accuracies. The probe is thrown away: a pair that goes on resumes from its
+checkpoint at the rung, so it still retraces the grid's trial. The probe's steps
+count in the search's cost (``steps["probe"]``). This departs from plain
+successive halving (Jamieson & Talwalkar, 2016), which ranks the models as they
+are; it borrows the idea of evaluating a model at a low learning rate that
+early-stopping and NAS work uses, measured in BENCHMARKS.md on ResNet-20.
+
 Writes into ``out_dir``: ``halving.json`` (the state, rewritten after every
 pair's rung: a rerun with the same arguments resumes and trains nothing twice),
 ``pairs/<c>_<d>/seed_<s>/`` (checkpoints; the survivors' ``model.h5``) and
@@ -101,6 +115,31 @@ def rung_steps(rungs, total_steps):
                          f"{steps}: they must be distinct and before the last step; use fewer "
                          "or wider-apart rungs, or a longer schedule")
     return steps
+
+
+def check_anneal(anneal):
+    """``anneal`` as a float in [0, 1) (a fraction of the schedule's steps); a clear error otherwise."""
+    if isinstance(anneal, bool) or not isinstance(anneal, (int, float)) or not 0 <= anneal < 1:
+        raise ValueError(f"anneal must be a fraction of the schedule's steps in [0, 1) (0: no "
+                         f"probe before a rung's ranking); received {anneal!r}")
+    return float(anneal)
+
+
+def probe_steps(anneal, steps, total_steps):
+    """The steps of each rung's probe: ``round(anneal * total_steps)``, at least 1 when
+    ``anneal`` > 0, 0 without; a probe must end before the schedule does.
+
+    Raises:
+      ValueError: when the last rung plus its probe reaches the end of the schedule.
+    """
+    if not check_anneal(anneal):
+        return 0
+    length = max(1, round(anneal * total_steps))
+    if steps[-1] + length >= total_steps:
+        raise ValueError(f"anneal {anneal} is {length} steps: from the last rung (step "
+                         f"{steps[-1]}) it reaches the end of the {total_steps}-step schedule; "
+                         "use a shorter anneal or an earlier rung")
+    return length
 
 
 def eta_for(pairs, rungs):
@@ -189,7 +228,7 @@ class _Pair:
 
 def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_dir,
                    rungs=DEFAULT_RUNGS, eta=None, datasets=None, data_dir=None, image_size=16,
-                   verbose=0, tolerance=0.03, seeds=1, measure=None):
+                   verbose=0, tolerance=0.03, seeds=1, measure=None, anneal=0.0):
     """The best (conv_bits, dw_bits) at ``budget_bits`` by successive halving over steps.
 
     Every pair of ``bits`` x ``bits`` (just ``bits`` for families without depthwise
@@ -222,15 +261,25 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
       measure: optional ``measure(record, datasets) -> dict`` whose fields (e.g. the
         exported model's ``flash_bytes``, ``ram_bytes``, ``macs``) are added to each
         finished pair's record, as :class:`~tfq_pareto.search.PrecisionTuner` does.
+      anneal: the probe before each rung's ranking, as a fraction of the schedule's steps
+        in [0, 1) (0, the default: no probe; the pairs are ranked as they are). Every pair
+        still in trains that many more steps from a copy of its state with the learning
+        rate going linearly to 0, is evaluated, and is ranked on that accuracy; the copy
+        is then dropped (module docstring). A rung plus its probe must end before the
+        schedule does.
 
     Returns:
       ``{"best": TrialRecord, "records": [finished TrialRecords], "rungs": [{"fraction",
       "step", "accuracies": {"c/d": mean}, "stds": {"c/d": sample std or None},
       "ranking": [[c, d], ...], "kept": [[c, d], ...], "cut": {"kept", "dropped", "margin",
-      "pooled_std", "beyond_spread"} or None}, ...],
+      "pooled_std", "beyond_spread"} or None, and with ``anneal``: "unannealed": {"c/d":
+      mean accuracy at the rung before the probe}}, ...],
       "failed": [{"pair", "message"}], "train_seconds": {"rungs", "final", "total"},
-      "eval_seconds": s}`` (also ``results.json``). ``train_seconds`` is ``model.fit``'s wall
-      clock (no validation pass: each rung evaluates once, counted in ``eval_seconds``).
+      "eval_seconds": s, "steps": {"trained", "probe", "total"}, "anneal_steps": n}`` (also
+      ``results.json``). ``train_seconds`` is ``model.fit``'s wall clock (no validation pass:
+      each rung evaluates once, and once more after its probe, counted in ``eval_seconds``);
+      the probes' seconds count in ``"rungs"``. ``steps`` counts optimizer steps: those the
+      pairs kept (``trained``) and those their probes threw away.
     """
     from tfq_pareto.search.run import _check_bits_list, _prepare  # pylint: disable=import-outside-toplevel
     from tfq_pareto.width import width_for_size  # pylint: disable=import-outside-toplevel
@@ -244,17 +293,21 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
     if eta is not None:
         checks.check_int("eta", eta, minimum=2)
     rungs = check_rungs(rungs)
+    anneal = check_anneal(anneal)
     datasets, depthwise = _prepare(base_config, recipe, datasets, data_dir, image_size)
     train_raw, test_raw, info = datasets
     steps_per_epoch = -(-info.num_train // recipe.batch_size)
     total_steps = recipe.epochs * steps_per_epoch
     steps = rung_steps(rungs, total_steps)
+    anneal_steps = probe_steps(anneal, steps, total_steps)
     act_bits = base_config.act_bits or recipe.act_bits
     first_seed = base_config.seed or 0
     settings = {"config": dataclasses.asdict(base_config), "recipe": dataclasses.asdict(recipe),
                 "budget_bits": float(budget_bits), "bits": bits, "rungs": rungs, "eta": eta,
                 "seeds": seeds, "tolerance": tolerance, "num_train": info.num_train,
                 "num_test": info.num_test}
+    if anneal:  # only then, so that a search stored before the option resumes
+        settings["anneal"] = anneal
     os.makedirs(out_dir, exist_ok=True)
     state_path = os.path.join(out_dir, STATE_JSON)
     state = {"settings": settings, "pairs": {}}
@@ -349,7 +402,48 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
         pair.drop_old_checkpoints()
         return True
 
-    def accuracy_at(pair, step):
+    def probe(pair, step):
+        """Anneals a copy of ``pair`` from ``step`` over ``anneal_steps``, evaluates, drops it."""
+        entry = pair.state
+        if entry["failed"] or any(p["step"] == step for p in entry.setdefault("probes", [])):
+            return
+        pair.load(recipe, steps_per_epoch)
+        model, old = pair.model, pair.model.optimizer
+        start_lr = float(training.make_schedule(recipe, steps_per_epoch)(step))
+        optimizer = training.make_optimizer(recipe, steps_per_epoch, learning_rate=(
+            training.LinearAnneal(start_lr, step, anneal_steps)))
+        optimizer.build(model.trainable_variables)
+        if len(optimizer.variables) != len(old.variables):
+            raise RuntimeError("the probe's optimizer does not mirror the pair's: "
+                               f"{len(optimizer.variables)} variables against {len(old.variables)}")
+        for mine, theirs in zip(optimizer.variables, old.variables):
+            mine.assign(theirs)  # the step count and the momentum buffers
+        training.compile_model(model, recipe, steps_per_epoch, optimizer=optimizer)
+        tf.random.set_seed(pair.config.seed)
+        train_data = data.pipeline(train_raw, info, training=True, batch_size=recipe.batch_size,
+                                   one_hot=one_hot, seed=pair.config.seed)
+        iter(train_data)  # pylint: disable=expression-not-assigned
+        train_data = train_data.repeat().skip(step)
+        start = time.perf_counter()
+        model.fit(train_data, epochs=-(-anneal_steps // steps_per_epoch),
+                  steps_per_epoch=steps_per_epoch, verbose=verbose,
+                  callbacks=[_StopAtStep(step + anneal_steps)])
+        trained = time.perf_counter() - start
+        start = time.perf_counter()
+        loss, accuracy = model.evaluate(test_data, verbose=0)
+        evaluated = time.perf_counter() - start
+        reached = int(optimizer.iterations.numpy())
+        entry["train_seconds"] += trained
+        entry["eval_seconds"] += evaluated
+        entry["probes"].append({"step": step, "steps": reached - step, "start_lr": start_lr,
+                                "accuracy": float(accuracy), "loss": float(loss),
+                                "train_seconds": trained, "eval_seconds": evaluated})
+        write_state()
+        pair.model = None  # the probe's weights go; the pair resumes from its checkpoint
+
+    def accuracy_at(pair, step, probed=False):
+        if probed:
+            return next(p["accuracy"] for p in pair.state["probes"] if p["step"] == step)
         return next(r["accuracy"] for r in pair.state["rungs"] if r["step"] == step)
 
     rung_log = []
@@ -362,9 +456,16 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
                 if pair.state["failed"]:
                     failed.append({"pair": list(name), "message": pair.state["failed"]})
         alive = [(name, runs) for name, runs in alive if not any(p.state["failed"] for p in runs)]
-        means = {name: sum(accuracy_at(p, step) for p in runs) / len(runs)
+        plain = {name: sum(accuracy_at(p, step) for p in runs) / len(runs)
                  for name, runs in alive}
-        stds = {name: sample_std([accuracy_at(p, step) for p in runs]) for name, runs in alive}
+        if anneal_steps:
+            for _, runs in alive:
+                for pair in runs:
+                    probe(pair, step)
+        means = {name: sum(accuracy_at(p, step, bool(anneal_steps)) for p in runs) / len(runs)
+                 for name, runs in alive}
+        stds = {name: sample_std([accuracy_at(p, step, bool(anneal_steps)) for p in runs])
+                for name, runs in alive}
         ranked = sorted(alive, key=lambda item: -means[item[0]])
         alive = ranked[:survivors(ranked, eta)]
         rung_log.append({"fraction": fraction, "step": step,
@@ -373,6 +474,8 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
                          "ranking": [list(name) for name, _ in ranked],
                          "kept": [list(name) for name, _ in alive],
                          "cut": _cut(ranked, len(alive), means, stds)})
+        if anneal_steps:
+            rung_log[-1]["unannealed"] = {pair_label(*name): plain[name] for name in plain}
         for pair in (p for _, runs in ranked[len(alive):] for p in runs):
             pair.model = None  # out of the search: free its graph
 
@@ -408,7 +511,10 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
     best = max(records, key=lambda r: r.accuracy) if records else None
     pairs = list(state["pairs"].values())
     rung_seconds = sum(r["train_seconds"] for p in pairs for r in p["rungs"]
-                       if r["step"] < total_steps)
+                       if r["step"] < total_steps) + sum(
+                           r["train_seconds"] for p in pairs for r in p.get("probes", []))
+    kept_steps = sum(p["step"] for p in pairs)
+    thrown = sum(r["steps"] for p in pairs for r in p.get("probes", []))
     final_seconds = sum(r["train_seconds"] for p in pairs for r in p["rungs"]
                         if r["step"] == total_steps)  # only the survivors get there
     result = {"kind": "halving_search", **settings, "eta_used": eta, "rung_steps": steps,
@@ -417,6 +523,8 @@ def halving_search(base_config, budget_bits, *, bits=(1, 2, 4, 8), recipe, out_d
               "train_seconds": {"rungs": rung_seconds, "final": final_seconds,
                                 "total": rung_seconds + final_seconds},
               "eval_seconds": sum(p["eval_seconds"] for p in pairs),
+              "steps": {"trained": kept_steps, "probe": thrown, "total": kept_steps + thrown},
+              "anneal": anneal, "anneal_steps": anneal_steps,
               "pairs": state["pairs"]}
     training.write_json(os.path.join(out_dir, RESULTS_JSON), jsonable(result))
     return result
