@@ -118,11 +118,11 @@ def test_figure1_mobilenet_seeded_table_margins_and_dominance_are_quoted():
                f"{'yes' if means else 'no'} | {'yes' if spread else 'no'} |")
         assert row in doc, row
     flat = " ".join(doc.split())
-    summary_row = summary_line_of_figure1_mobilenet(summary, at, budgets)
+    summary_row = _summary_line_of_figure1_mobilenet(summary, at, budgets)
     assert summary_row in flat, summary_row
 
 
-def summary_line_of_figure1_mobilenet(summary, at, budgets):
+def _summary_line_of_figure1_mobilenet(summary, at, budgets):
     """The BENCHMARKS summary row's headline: each budget's leader and its lead over the
     runner-up against their pooled std."""
     parts = []

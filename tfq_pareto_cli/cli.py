@@ -12,7 +12,7 @@ import sys
 
 from tfq_pareto import models
 from tfq_pareto.models import FAMILIES, RESNET_CIFAR_DEPTHS, VGG11_VARIANTS
-from tfq_pareto.search.halving import DEFAULT_RUNGS, check_rungs
+from tfq_pareto.search.halving import DEFAULT_RUNGS, check_anneal, check_rungs
 
 
 class _Parser(argparse.ArgumentParser):
@@ -259,6 +259,15 @@ def _float_list(text):
     return values
 
 
+def _anneal(text):
+    try:
+        return check_anneal(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "anneal must be a fraction of the schedule's steps in [0, 1) (0: no probe before "
+            f"a rung's ranking); received {text!r}") from None
+
+
 def _rungs(text):
     try:
         return check_rungs([v.strip() for v in text.split(",") if v.strip()])
@@ -331,12 +340,14 @@ def _search_command(args, out):
     elif args.oracle == "halving":
         result = search.halving_search(
             base, budget, bits=args.bits, recipe=recipe, rungs=args.rungs or DEFAULT_RUNGS,
-            eta=args.eta,
+            eta=args.eta, anneal=args.anneal,
             out_dir=args.out, datasets=datasets, verbose=0 if args.quiet else 2,
             measure=_fit_measure(args), seeds=args.seeds)
+        probe = (f", ranked after a {result['anneal_steps']}-step anneal to lr 0"
+                 if result["anneal_steps"] else "")
         for rung in result["rungs"]:
             accuracies = ", ".join(f"{k}: {100 * v:.2f}%" for k, v in rung["accuracies"].items())
-            print(f"rung at {rung['fraction']:.3g} of the schedule (step {rung['step']}): "
+            print(f"rung at {rung['fraction']:.3g} of the schedule (step {rung['step']}{probe}): "
                   f"{accuracies}; kept {[tuple(p) for p in rung['kept']]}"
                   f"{_cut_text(rung.get('cut'))}", file=out)
         for failed in result["failed"]:
@@ -345,7 +356,8 @@ def _search_command(args, out):
         print(f"train seconds {result['train_seconds']['total']:.0f} (rungs "
               f"{result['train_seconds']['rungs']:.0f}, final "
               f"{result['train_seconds']['final']:.0f}), evaluation "
-              f"{result['eval_seconds']:.0f}", file=out)
+              f"{result['eval_seconds']:.0f}; optimizer steps {result['steps']['total']} "
+              f"({result['steps']['probe']} in probes)", file=out)
     else:
         result = search.dual_precision_search(
             base, budget, bits=args.bits, oracle=args.oracle, max_trials=args.max_trials,
@@ -642,7 +654,11 @@ def _search_command_parser(commands):
                                help="--oracle proxy: proxy pairs trained at the budget (default 1)")
     search_parser.add_argument("--rungs", type=_rungs, default=None,
                                help="--oracle halving: fractions of the schedule at which the "
-                               "pairs are ranked, increasing, in (0, 1) (default 0.1667,0.3333)")
+                               "pairs are ranked, increasing, in (0, 1) (default 0.1111,0.3333)")
+    search_parser.add_argument("--anneal", type=_anneal, default=0.0,
+                               help="--oracle halving: before each rung's ranking, anneal a copy "
+                               "of every pair to lr 0 over this fraction of the schedule's steps "
+                               "and rank on that (default 0: rank the pairs as they are)")
     search_parser.add_argument("--eta", type=_eta, default=None,
                                help="--oracle halving: ceil(n / eta) pairs go on from each rung "
                                "(default: the smallest that leaves one pair after the last rung)")
