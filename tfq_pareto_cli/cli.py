@@ -337,6 +337,17 @@ def _search_command(args, out):
               f"{[tuple(p) for p in result['ranking']]}", file=out)
         print(f"proxy train seconds {result['train_seconds']['proxy']:.0f}, at the budget "
               f"{result['train_seconds']['final']:.0f}", file=out)
+    elif args.oracle == "prior":
+        result = search.prior_search(
+            base, budget, bits=args.bits, recipe=recipe, top_k=args.top_k, out_dir=args.out,
+            datasets=datasets, verbose=0 if args.quiet else 2, measure=_fit_measure(args),
+            seeds=args.seeds)
+        print(f"sensitivity order (Table 1; nothing trained): "
+              f"{[tuple(p) for p in result['order']]}; trained "
+              f"{[tuple(p) for p in result['trained']]}"
+              + (f" (skipped, no width reaches the budget within the tolerance: "
+                 f"{[tuple(p) for p in result['unreachable_at_budget']]})"
+                 if result["unreachable_at_budget"] else ""), file=out)
     elif args.oracle == "halving":
         result = search.halving_search(
             base, budget, bits=args.bits, recipe=recipe, rungs=args.rungs or DEFAULT_RUNGS,
@@ -375,6 +386,8 @@ def _search_command(args, out):
         print(f"wrote {args.out}/results.json, proxy/ (the proxy grid), final/", file=out)
     elif args.oracle == "halving":
         print(f"wrote {args.out}/results.json, halving.json (resumable state), pairs/", file=out)
+    elif args.oracle == "prior":
+        print(f"wrote {args.out}/results.json, final/", file=out)
     else:
         print(f"wrote {args.out}/results.json, results.csv, pareto.png, grid.png", file=out)
     return 0
@@ -639,19 +652,22 @@ def _search_command_parser(commands):
     search_parser.add_argument("--bits", type=_int_list, default=[1, 2, 4, 8],
                                help="the precision set B (default 1,2,4,8)")
     search_parser.add_argument("--oracle", choices=("grid", "random", "bayesian", "hyperband",
-                                                    "proxy", "halving"),
+                                                    "proxy", "halving", "prior"),
                                default="grid", help="keras-tuner oracle (default grid, the "
                                "paper's); proxy: the grid on a low-width proxy (--proxy-fraction "
                                "of the budget, --proxy-epochs), then its best pair(s) at the "
                                "budget; halving: successive halving over the schedule at the "
-                               "budget (--rungs, --eta)")
+                               "budget (--rungs, --eta, --anneal); prior: only the first --top-k "
+                               "pairs of Table 1's sensitivity order (fewest conv bits, depthwise "
+                               "at >= 4 bits), trained at the budget")
     search_parser.add_argument("--proxy-fraction", type=_fraction, default=0.25,
                                help="--oracle proxy: the proxy's budget / the budget (default 0.25)")
     search_parser.add_argument("--proxy-epochs", type=_epochs, default=None,
                                help="--oracle proxy: epochs of each proxy trial (default "
                                "--epochs / 4, at least 1)")
     search_parser.add_argument("--top-k", type=_epochs, default=1,
-                               help="--oracle proxy: proxy pairs trained at the budget (default 1)")
+                               help="--oracle proxy / prior: pairs trained at the budget "
+                               "(default 1)")
     search_parser.add_argument("--rungs", type=_rungs, default=None,
                                help="--oracle halving: fractions of the schedule at which the "
                                "pairs are ranked, increasing, in (0, 1) (default 0.1111,0.3333)")

@@ -7,6 +7,8 @@
     tfq_pareto.search.dual_precision_search(config, budget_bits, recipe=..., out_dir=...)
     tfq_pareto.search.proxy_search(config, budget_bits, recipe=..., out_dir=...)  # cheaper
     tfq_pareto.search.halving_search(config, budget_bits, recipe=..., out_dir=...)  # cheaper
+    tfq_pareto.search.prior_search(config, budget_bits, recipe=..., out_dir=...)  # cheapest
+    tfq_pareto.search.sensitivity_order(bits)  # Table 1's order of the pairs, no training
     tfq_pareto.search.rank_agreement(proxy_scores, grid_scores)  # Spearman's rho
 """
 
@@ -20,6 +22,7 @@ from tfq_pareto.search.front import (
     rank_agreement,
 )
 from tfq_pareto.search.halving import halving_search
+from tfq_pareto.search.prior import prior_search, sensitivity_order
 from tfq_pareto.search.run import (
     budget_of,
     dual_precision_search,
@@ -43,9 +46,11 @@ __all__ = [
     "make_oracle",
     "pareto_front",
     "pooled_std",
+    "prior_search",
     "proxy_search",
     "rank_agreement",
     "replot",
+    "sensitivity_order",
     "summarize_sweep",
     "sweep",
 ]
