@@ -2,6 +2,7 @@
 appear in the document as written there, so the two cannot drift apart."""
 
 import json
+import math
 import os
 
 import pytest
@@ -707,3 +708,178 @@ def test_halving_on_the_training_floor_derived_claims_follow_from_the_files():
             f"{right['first_rung_vs_grid_rank']['spearman']:+.2f}); seed 1 picks 8-bit, the "
             f"grid's last, {wrong['points_below_grid_best']:.2f} points below; "
             f"{steps / (8 * total):.4f} of the grid's steps") in doc
+
+
+def test_the_sensitivity_order_table_is_quoted_and_its_picks_follow_from_the_grids():
+    """Issue 16 part 3, the sensitivity-based order: each row as prior_order.json gives it;
+    the pick, its rank and its distance to the best recomputed here from the grid files by the
+    rule written out (fewest conv bits, then depthwise bits >= 4, fewest first)."""
+    report = _load("prior_order.json")
+    doc = " ".join(_doc().split())
+    for row in report["rows"]:
+        rank = row["order_vs_grid_rank"]
+        quoted = (f"| {row['setting']} | {', '.join(row['order'])} | {row['pick']} | "
+                  f"{row['grid_rank_of_pick']} | {row['points_below_grid_best']:.2f} | "
+                  f"{row['pooled_std_points']:.2f} | "
+                  f"{'yes' if row['within_grid_spread'] else 'no'} | "
+                  f"{rank['spearman']:+.2f} (p = {rank['p_value']:.2f}) | "
+                  f"{row['steps_ratio_to_grid_all_seeds']:.3f} | "
+                  f"{row['seconds_ratio_to_grid_all_seeds']:.2f} |")
+        assert quoted in doc, quoted
+        summary = _load(*row["grid_summary"].split("/"))
+        if "runs" in summary:  # the training floor: one entry per (precision, seed)
+            by_bits = {}
+            for run in summary["runs"]:
+                by_bits.setdefault(str(run["conv_bits"]), []).append(run["accuracy_full"])
+        else:
+            by_bits = {(str(g["conv_bits"]) if g["dw_bits"] is None
+                        else f"{g['conv_bits']}/{g['dw_bits']}"): g["accuracies"]
+                       for g in summary["grid"] if g["accuracy"] is not None}
+        means = {k: sum(v) / len(v) for k, v in by_bits.items()}
+
+        def key(label):
+            conv, _, dw = label.partition("/")
+            dw = int(dw) if dw else 8
+            return (int(conv), (0, dw) if dw >= 4 else (1, -dw))
+
+        pick = min(means, key=key)
+        best = max(means, key=means.get)
+        assert row["pick"] == pick and row["grid_best"] == best
+        assert row["grid_rank_of_pick"] == 1 + sorted(means, key=means.get,
+                                                      reverse=True).index(pick)
+        assert row["points_below_grid_best"] == pytest.approx(100 * (means[best] - means[pick]))
+        assert row["steps_ratio_to_grid_all_seeds"] == pytest.approx(
+            1 / sum(len(v) for v in by_bits.values()))
+    picks = {row["setting"]: row for row in report["rows"]}
+    assert [r["within_grid_spread"] for r in picks.values()] == [True, False, True]
+    mobilenet = picks["MobileNetV2-CIFAR, 3 epochs"]
+    assert (f"{mobilenet['pick']} is sixth of seven, {mobilenet['points_below_grid_best']:.2f} "
+            f"points below {mobilenet['grid_best']}, outside the pooled std of "
+            f"{mobilenet['pooled_std_points']:.2f}") in doc
+    assert f"(rho {mobilenet['order_vs_grid_rank']['spearman']:+.2f})" in doc
+
+
+def _annealed_row(seed, summary):
+    """A row of the annealed-rung table, as summary_halving_anneal_seed_<s>.json gives it."""
+    rung = summary["rungs"][0]
+    before = " / ".join(f"{100 * rung['unannealed'][b]:.2f}" for b in ("1", "2", "4", "8"))
+    after = " / ".join(f"{100 * rung['accuracies'][b]:.2f}" for b in ("1", "2", "4", "8"))
+    plain, probed = summary["first_rung_unannealed_vs_grid_rank"], summary["first_rung_vs_grid_rank"]
+    return (f"| {seed} | {before} | {after} | {plain['spearman']:+.2f} / "
+            f"{probed['spearman']:+.2f} | {summary['pick']} | "
+            f"{_pct(summary['pick_accuracy_halving'])[:-1]} | {summary['grid_rank_of_pick']} | "
+            f"{summary['points_below_grid_best']:.2f} | "
+            f"{'yes' if summary['within_grid_spread'] else 'no'} | "
+            f"{summary['steps_ratio_to_grid_all_seeds']:.4f} | "
+            f"{summary['ratio_to_grid_all_seeds']:.2f} | {summary['ratio_to_grid_one_seed']:.2f} |")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_annealed_halving_on_the_training_floor_is_quoted(seed):
+    """Halving with a probe anneal before its rung, on the training floor's grid: the row, and
+    the rung ranked on the probes' accuracies (the pick leads them)."""
+    summary = _load("training_floor", f"summary_halving_anneal_seed_{seed}.json")
+    row = _annealed_row(seed, summary)
+    assert row in " ".join(_doc().split()), row
+    rung = summary["rungs"][0]
+    assert summary["pick"] == max(rung["accuracies"], key=rung["accuracies"].get)
+    state = _load("training_floor", f"halving_anneal_seed_{seed}", "halving.json")
+    for pair in state["pairs"].values():
+        (probe,) = pair["probes"]
+        assert probe["steps"] == summary["anneal_steps"]
+        assert rung["accuracies"][str(pair["conv_bits"])] == pytest.approx(probe["accuracy"])
+
+
+def test_annealed_halving_derived_claims_follow_from_the_files():
+    """The prose: the rung and probe steps, the exact steps ratio (under 0.25), the lr the
+    probe starts from (the recipe's warm-up cosine, written out), and the tally."""
+    doc = " ".join(_doc().split())
+    seeds = [_load("training_floor", f"summary_halving_anneal_seed_{s}.json") for s in (0, 1)]
+    state = _load("training_floor", "halving_anneal_seed_0", "halving.json")
+    recipe, (step,) = state["settings"]["recipe"], seeds[0]["rung_steps"]
+    total, probe = seeds[0]["total_steps"], seeds[0]["anneal_steps"]
+    assert (step, probe, total) == (314, 75, 1256)  # 0.25 and 0.06 of 1,256 steps
+    warmup = round(recipe["warmup_epochs"] * total / recipe["epochs"])
+    lr = 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+    first_probe = next(iter(state["pairs"].values()))["probes"][0]
+    assert first_probe["start_lr"] == pytest.approx(recipe["learning_rate"] * lr, rel=1e-5)
+    assert (f"rung at step {step} of {total:,} (lr at {100 * lr:.0f}% of its peak), "
+            f"then a {probe}-step probe") in doc
+    steps = 4 * (step + probe) + (total - step)
+    for summary in seeds:
+        assert summary["halving_steps"] == steps and summary["grid_steps"] == 8 * total
+    assert steps / (8 * total) <= 0.25
+    assert (f"{steps:,} optimizer steps against the 2-seed grid's {8 * total:,}, i.e. "
+            f"{steps / (8 * total):.4f}") in doc
+
+
+def test_annealed_halving_prose_claims_follow_from_the_rungs():
+    """8-bit last after every probe, the 2-seed mean's leader, one pick in two within the
+    spread, and the per-step seconds quoted against the grid's."""
+    doc = " ".join(_doc().split())
+    seeds = [_load("training_floor", f"summary_halving_anneal_seed_{s}.json") for s in (0, 1)]
+    probed = [s["rungs"][0]["accuracies"] for s in seeds]
+    assert all(min(p, key=p.get) == "8" for p in probed)
+    mean = {b: sum(p[b] for p in probed) / 2 for b in probed[0]}
+    assert max(mean, key=mean.get) == seeds[1]["pick"] == "2"
+    assert [s["within_grid_spread"] for s in seeds] == [True, False]
+    right, wrong = seeds
+    assert (f"{wrong['points_below_grid_best']:.2f} points below 1-bit with a pooled std of "
+            f"{wrong['pooled_std_points']:.2f}") in doc
+    assert (f"{right['pick_seconds_per_step_halving']:.2f} here against "
+            f"{right['pick_seconds_per_step_grid']:.2f} in the grid for 1-bit, "
+            f"{wrong['pick_seconds_per_step_halving']:.2f} against "
+            f"{wrong['pick_seconds_per_step_grid']:.2f} for 2-bit") in doc
+    ratios = sorted(s["ratio_to_grid_all_seeds"] for s in seeds)
+    assert f"Seconds: {ratios[0]:.2f}-{ratios[1]:.2f}" in doc
+
+
+def test_the_part_3_tally_follows_from_the_search_results():
+    """The halving, annealed-halving and sensitivity-order cells of "Part 3 in sum": how many
+    search seeds picked within the grid's spread, and the sensitivity order's rank."""
+    doc = " ".join(_doc().split())
+
+    def within(folder, stem):
+        return sum(bool(_load(folder, f"{stem}_seed_{s}.json")["within_grid_spread"])
+                   for s in (0, 1))
+
+    resnet = within("dual_precision_resnet_cifar", "summary_halving")
+    floor = within("training_floor", "summary_halving")
+    mobilenet = within("dual_precision_mobilenet_v2_cifar", "summary_halving")
+    annealed = within("training_floor", "summary_halving_anneal")
+    assert (resnet, floor, mobilenet, annealed) == (0, 1, 2, 1)
+    assert (f"| successive halving, one rung | no, {resnet} of 2 search seeds | {floor} of 2 | "
+            f"yes, weakly, {mobilenet} of 2 |") in doc
+    wrong = _load("training_floor", "summary_halving_anneal_seed_1.json")["grid_rank_of_pick"]
+    assert (f"| not run | {annealed} of 2 (the other: rank {wrong}, just outside) | not run |"
+            in doc)
+    rows = {r["setting"]: r for r in _load("prior_order.json")["rows"]}
+    ranks = [rows[k]["grid_rank_of_pick"] for k in (
+        "ResNet-20, 3 epochs", "ResNet-20, training floor, 8 epochs", "MobileNetV2-CIFAR, 3 epochs")]
+    verdicts = [rows[k]["within_grid_spread"] for k in (
+        "ResNet-20, 3 epochs", "ResNet-20, training floor, 8 epochs", "MobileNetV2-CIFAR, 3 epochs")]
+    assert verdicts == [True, True, False]
+    assert (f"| sensitivity order (Table 1), one training | yes (rank {ranks[0]}) | yes (rank "
+            f"{ranks[1]}) | no (rank {ranks[2]} of 7) |") in doc
+
+
+def test_the_summary_rows_of_the_anneal_and_the_sensitivity_order_are_quoted():
+    doc = " ".join(_doc().split())
+    right, wrong = (_load("training_floor", f"summary_halving_anneal_seed_{s}.json")
+                    for s in (0, 1))
+    rho = [(s["first_rung_unannealed_vs_grid_rank"]["spearman"],
+            s["first_rung_vs_grid_rank"]["spearman"]) for s in (right, wrong)]
+    assert (f"rung rho {rho[0][0]:+.2f} -> {rho[0][1]:+.2f} (seed 0) and {rho[1][0]:+.2f} -> "
+            f"{rho[1][1]:+.2f} (seed 1) with the probe; seed 0 picks {right['pick']}-bit, the "
+            f"grid's best; seed 1 picks {wrong['pick']}-bit, "
+            f"{wrong['points_below_grid_best']:.2f} points below (pooled std "
+            f"{wrong['pooled_std_points']:.2f}); {wrong['steps_ratio_to_grid_all_seeds']:.4f} of "
+            "the grid's steps") in doc
+    rows = _load("prior_order.json")["rows"]
+    steps = sorted(r["steps_ratio_to_grid_all_seeds"] for r in rows)
+    mobilenet = next(r for r in rows if r["setting"].startswith("MobileNetV2"))
+    assert (f"one training ({steps[0]:.3f}-{steps[-1]:.3f} of the grids' steps)") in doc
+    assert (f"picks {mobilenet['pick']} on MobileNetV2-CIFAR, rank "
+            f"{mobilenet['grid_rank_of_pick']} of 7, {mobilenet['points_below_grid_best']:.2f} "
+            f"points below {mobilenet['grid_best']} (pooled std "
+            f"{mobilenet['pooled_std_points']:.2f})") in doc

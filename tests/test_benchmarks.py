@@ -654,3 +654,14 @@ def test_rung_ranking_refuses_a_history_that_is_not_the_run(tmp_path):
     summary["runs"][0]["accuracy_full"] = 0.9  # the record says 0.9, the history 0.5
     with pytest.raises(ValueError, match=r"last epoch 0\.5000 is not the run's accuracy 0\.9000"):
         rung_ranking.read_runs(str(tmp_path), summary)
+
+
+@pytest.mark.slow  # starts TensorFlow in a subprocess
+def test_prior_order_benchmark_reproduces_its_committed_result(tmp_path):
+    """prior_order.py trains nothing: rerun on the committed grids it writes the committed
+    file again (pick, rank, spread and cost of every row)."""
+    out = tmp_path / "prior_order.json"
+    _run("prior_order.py", "--out", str(out), timeout=300)
+    with open(os.path.join(BENCHMARKS, "results", "prior_order.json"), encoding="utf-8") as f:
+        committed = json.load(f)
+    assert json.loads(out.read_text()) == committed
