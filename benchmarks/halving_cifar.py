@@ -28,6 +28,12 @@ read as a grid (:func:`grid_from_floor`: each precision's full-test accuracies,
 their mean and sample std, the seeds' summed seconds) and the search runs on its
 setting and recipe.
 
+``--anneal F`` ranks each rung after a probe (``halving_search(anneal=F)``: a copy
+of each pair annealed to lr 0 over F of the schedule, then thrown away); the
+probes' steps and evaluations count in the cost, and the rung's accuracies before
+the probe are reported beside (``first_rung_unannealed_vs_grid_rank``). Its files
+are ``halving_anneal_seed_<s>/`` and ``summary_halving_anneal_seed_<s>.json``.
+
 Writes ``benchmarks/results/dual_precision_<model>/halving_seed_<s>/`` (the
 search's own files; resumable) and ``summary_halving_seed_<s>.json`` beside the
 grid's ``summary.json``. Run it on the machine and thread count the grid ran
